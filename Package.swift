@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependency order (enforced by the targets below):
+//   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  ToolSupport  →  tools
+let fast: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+    .unsafeFlags(["-target-cpu", "haswell"]),
+]
+
+let package = Package(
+    name: "PruneKit",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "convert", targets: ["convert"]),
+        .executable(name: "evaluate", targets: ["evaluate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    ],
+    targets: [
+        .systemLibrary(name: "_CZstd", pkgConfig: "libzstd"),
+        .systemLibrary(name: "_COpenBLAS", pkgConfig: "openblas"),
+        .target(name: "TensorIO", dependencies: ["_CZstd"], swiftSettings: fast),
+        .target(name: "Kernels", dependencies: ["_COpenBLAS"], swiftSettings: fast),
+        .target(name: "Tokenization", dependencies: ["TensorIO"], swiftSettings: fast),
+        .target(name: "LlamaModel", dependencies: ["TensorIO", "Kernels", "Tokenization"],
+                swiftSettings: fast),
+        .target(name: "Evaluation", dependencies: ["LlamaModel", "Tokenization", "Kernels"],
+                swiftSettings: fast),
+        .target(name: "ToolSupport",
+                dependencies: ["TensorIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+                swiftSettings: fast),
+        .executableTarget(name: "convert", dependencies: ["ToolSupport", "LlamaModel"],
+                          swiftSettings: fast),
+        .executableTarget(name: "evaluate", dependencies: ["ToolSupport", "LlamaModel", "Evaluation"],
+                          swiftSettings: fast),
+        .target(name: "TestSupport", dependencies: ["TensorIO"], path: "Sources/TestSupport"),
+        .testTarget(name: "TensorIOTests", dependencies: ["TensorIO", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO"], swiftSettings: fast),
+    ]
+)
