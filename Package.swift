@@ -41,5 +41,6 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO"], swiftSettings: fast),
-    ]
+    ],
+    swiftLanguageModes: [.v5]
 )
