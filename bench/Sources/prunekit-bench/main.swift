@@ -1,0 +1,1 @@
+print("usage: prunekit-bench sgemm")
