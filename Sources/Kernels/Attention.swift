@@ -1,0 +1,165 @@
+// Causal grouped-query attention, as transformers' eager_attention_forward computes it in float32:
+//   scores = (q · kᵀ) · D^-0.5 + causal mask;  p = softmax(scores) in float32;  out = p · v
+// with query head h reading KV head h / (H / Hkv) (repeat_kv).
+//
+// Dimensions: T tokens, H query heads, Hkv key/value heads, D head size; rep = H / Hkv query heads
+// per KV head; B query rows per block; L ≤ T keys seen by a block.
+//   q: [T, H, D]; k, v: [T, Hkv, D]; out: [T, H, D]
+//   per worker scratch: qp: [rep·B, D] (the block's queries of one KV group, head-major);
+//                       s: [rep·B, L] (scores, then probabilities); op: [rep·B, D]
+//
+// Speed: the work is cut into (KV group, query block) items. A block of rows i0..<i0+B needs only
+// keys 0..<i0+B, so the masked upper triangle is skipped but for half a B×B square per block, and
+// the rep query heads sharing a KV head are stacked into one sgemm of rep·B rows. Items run on
+// `BLAS.threads` workers, each calling a single-threaded sgemm; each item's arithmetic is the same
+// whichever worker runs it, so the result does not depend on scheduling.
+import _COpenBLAS
+import Foundation
+
+/// Rows of queries (over all heads of a KV group) per block: enough for sgemm to run near peak,
+/// few enough that the wasted half-square on the diagonal stays a few percent of the work.
+nonisolated(unsafe) var attentionBlockTarget = 256
+
+public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                            v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                            T: Int, H: Int, Hkv: Int, D: Int) {
+    precondition(T >= 0 && H >= 0 && Hkv >= 0 && D >= 0, "negative size in causalAttention")
+    if H == 0 || T == 0 { return }
+    precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
+    if D == 0 { return }
+    let rep = H / Hkv
+    let B = min(T, max(8, attentionBlockTarget / rep))
+    let blocks = (T + B - 1) / B
+    let items = blocks * Hkv
+    let workers = min(BLAS.threads, items)
+    let M = rep * B
+    let stride = M * T + 2 * M * D
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * stride)
+    defer { scratch.deallocate() }
+    let scale = Float(Foundation.pow(Double(D), -0.5))  // Python's head_dim**-0.5, then float
+
+    // Largest blocks first, so that the last items to start are the cheapest.
+    func run(item: Int, worker: Int) {
+        let b = blocks - 1 - item / Hkv, g = item % Hkv
+        let s = scratch + worker * stride
+        attentionBlock(q: q, k: k, v: v, out: out, T: T, H: H, Hkv: Hkv, D: D, group: g,
+                       rowStart: b * B, rows: min(B, T - b * B), scale: scale,
+                       qp: s + M * T, s: s, op: s + M * T + M * D)
+    }
+    if workers == 1 {
+        for i in 0..<items { run(item: i, worker: 0) }
+        return
+    }
+    let next = ItemCounter()
+    BLAS.singleThreaded {
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            while let i = next.take(below: items) { run(item: i, worker: w) }
+        }
+    }
+}
+
+private final class ItemCounter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0
+    func take(below n: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard value < n else { return nil }
+        value += 1
+        return value - 1
+    }
+}
+
+/// Query rows i0..<i0+rows of the rep heads of KV group g.
+private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
+                            v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                            T: Int, H: Int, Hkv: Int, D: Int, group g: Int, rowStart i0: Int,
+                            rows: Int, scale: Float, qp: UnsafeMutablePointer<Float>,
+                            s: UnsafeMutablePointer<Float>, op: UnsafeMutablePointer<Float>) {
+    let rep = H / Hkv, M = rep * rows, L = i0 + rows
+    // qp[j·rows + r, :] = q[i0 + r, g·rep + j, :]
+    for j in 0..<rep {
+        for r in 0..<rows {
+            (qp + (j * rows + r) * D).update(from: q + ((i0 + r) * H + g * rep + j) * D, count: D)
+        }
+    }
+    // s[M, L] = scale · qp[M, D] · k[0..<L, g, :]ᵀ
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(L), Int32(D), scale,
+                qp, Int32(D), k + g * D, Int32(Hkv * D), 0, s, Int32(L))
+    for j in 0..<rep {
+        for r in 0..<rows {
+            softmaxRow(s + (j * rows + r) * L, valid: i0 + r + 1, total: L)
+        }
+    }
+    // op[M, D] = s[M, L] · v[0..<L, g, :]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(D), Int32(L), 1,
+                s, Int32(L), v + g * D, Int32(Hkv * D), 0, op, Int32(D))
+    for j in 0..<rep {
+        for r in 0..<rows {
+            (out + ((i0 + r) * H + g * rep + j) * D).update(from: op + (j * rows + r) * D, count: D)
+        }
+    }
+}
+
+/// In place: x[0..<valid] = softmax(x[0..<valid]) (max-shifted, as torch), x[valid..<total] = 0
+/// (the masked keys, whose e^(−inf) torch adds as zeros).
+@inline(__always)
+func softmaxRow(_ x: UnsafeMutablePointer<Float>, valid n: Int, total: Int) {
+    var mv = Float8(repeating: -.infinity)
+    var i = 0
+    while i + 8 <= n { mv = pointwiseMax(mv, loadFloat8(x + i)); i += 8 }
+    var m = mv.max()
+    while i < n { m = max(m, x[i]); i += 1 }
+    let mvec = Float8(repeating: m)
+    var acc = Float8(repeating: 0)
+    i = 0
+    while i + 8 <= n {
+        let e = exp8(loadFloat8(x + i) - mvec)
+        storeFloat8(e, x + i)
+        acc += e
+        i += 8
+    }
+    if i < n {
+        var t = Float8(repeating: -.infinity)
+        for j in 0..<(n - i) { t[j] = x[i + j] }
+        let e = exp8(t - mvec)
+        for j in 0..<(n - i) { x[i + j] = e[j] }
+        acc += e  // masked lanes are e^(−inf) = 0
+    }
+    let inv = 1 / acc.sum()
+    let iv = Float8(repeating: inv)
+    i = 0
+    while i + 8 <= n { storeFloat8(loadFloat8(x + i) * iv, x + i); i += 8 }
+    while i < n { x[i] *= inv; i += 1 }
+    if total > n { (x + n).update(repeating: 0, count: total - n) }
+}
+
+/// The naive Double reference of `causalAttention`. q: [T, H, D]; k, v: [T, Hkv, D]; returns
+/// [T, H, D].
+public func causalAttentionReference(q: [Double], k: [Double], v: [Double], T: Int, H: Int,
+                                     Hkv: Int, D: Int) -> [Double] {
+    var out = [Double](repeating: 0, count: T * H * D)
+    if H == 0 { return out }
+    let rep = H / Hkv, scale = 1 / Double(D).squareRoot()
+    var p = [Double](repeating: 0, count: T)
+    for h in 0..<H {
+        let g = h / rep
+        for i in 0..<T {
+            var m = -Double.infinity
+            for j in 0...i {
+                var dot = 0.0
+                for d in 0..<D { dot += q[(i * H + h) * D + d] * k[(j * Hkv + g) * D + d] }
+                p[j] = dot * scale
+                m = max(m, p[j])
+            }
+            var sum = 0.0
+            for j in 0...i { p[j] = Foundation.exp(p[j] - m); sum += p[j] }
+            for d in 0..<D {
+                var acc = 0.0
+                for j in 0...i { acc += p[j] * v[(j * Hkv + g) * D + d] }
+                out[(i * H + h) * D + d] = acc / sum
+            }
+        }
+    }
+    return out
+}

@@ -1,0 +1,62 @@
+// Per-position cross-entropy of next-token targets: nll[t] = logsumexp(logits[t, :]) − logits[t, y_t],
+// the terms of torch.nn.functional.cross_entropy(reduction="none"), with the log-sum-exp accumulated
+// in float64 (from float32 logits) so that perplexities over millions of tokens keep their digits.
+//
+// Dimensions: T positions, V vocabulary.
+//   logits: [T, V]; targets: [T] (each in 0..<V); returns [T]
+import Foundation
+
+public func crossEntropy(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, T: Int,
+                         V: Int) -> [Double] {
+    precondition(T >= 0 && V > 0, "bad size in crossEntropy: T \(T) V \(V)")
+    for t in 0..<T {
+        precondition(targets[t] >= 0 && Int(targets[t]) < V,
+                     "target \(targets[t]) at position \(t) outside the vocabulary (\(V))")
+    }
+    var nll = [Double](repeating: 0, count: T)
+    nll.withUnsafeMutableBufferPointer { outBuffer in
+        let out = outBuffer.baseAddress!
+        parallelChunks(T, grain: max(1, 16_384 / V)) { rows in
+            for t in rows {
+                let row = logits + t * V
+                let lse = logSumExp(row, V)
+                out[t] = lse - Double(row[Int(targets[t])])
+            }
+        }
+    }
+    return nll
+}
+
+/// log Σ e^x[i] in Double: max in float (exact), then Σ e^(x − max) in 4×4 Double lanes.
+@inline(__always)
+private func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+    var mv = Float8(repeating: -.infinity)
+    var i = 0
+    while i + 8 <= n { mv = pointwiseMax(mv, loadFloat8(x + i)); i += 8 }
+    var m = mv.max()
+    while i < n { m = max(m, x[i]); i += 1 }
+    if m == .infinity || m.isNaN { return Double(m) }
+    if m == -.infinity { return -.infinity }
+    let md = Double4(repeating: Double(m))
+    var a0 = Double4(repeating: 0), a1 = a0
+    i = 0
+    while i + 8 <= n {
+        let v = loadFloat8(x + i)
+        a0 += exp4(Double4(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3])) - md)
+        a1 += exp4(Double4(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7])) - md)
+        i += 8
+    }
+    var sum = (a0 + a1).sum()
+    while i < n { sum += Foundation.exp(Double(x[i]) - Double(m)); i += 1 }
+    return Double(m) + Foundation.log(sum)
+}
+
+/// The naive Double reference of `crossEntropy`. logits: [T, V]; returns [T].
+public func crossEntropyReference(logits: [Double], targets: [Int32], T: Int, V: Int) -> [Double] {
+    (0..<T).map { t in
+        let row = logits[(t * V)..<((t + 1) * V)]
+        let m = row.max()!
+        let lse = m + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) })
+        return lse - row[t * V + Int(targets[t])]
+    }
+}
