@@ -18,7 +18,7 @@ import Foundation
 
 /// Rows of queries (over all heads of a KV group) per block: enough for sgemm to run near peak,
 /// few enough that the wasted half-square on the diagonal stays a few percent of the work.
-nonisolated(unsafe) var attentionBlockTarget = 256
+nonisolated(unsafe) var attentionBlockTarget = 192
 
 public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
@@ -107,7 +107,7 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
 func softmaxRow(_ x: UnsafeMutablePointer<Float>, valid n: Int, total: Int) {
     var mv = Float8(repeating: -.infinity)
     var i = 0
-    while i + 8 <= n { mv = pointwiseMax(mv, loadFloat8(x + i)); i += 8 }
+    while i + 8 <= n { mv = maxLanes(mv, loadFloat8(x + i)); i += 8 }
     var m = mv.max()
     while i < n { m = max(m, x[i]); i += 1 }
     let mvec = Float8(repeating: m)

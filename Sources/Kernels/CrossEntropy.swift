@@ -32,7 +32,7 @@ public func crossEntropy(logits: UnsafePointer<Float>, targets: UnsafePointer<In
 private func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
     var mv = Float8(repeating: -.infinity)
     var i = 0
-    while i + 8 <= n { mv = pointwiseMax(mv, loadFloat8(x + i)); i += 8 }
+    while i + 8 <= n { mv = maxLanes(mv, loadFloat8(x + i)); i += 8 }
     var m = mv.max()
     while i < n { m = max(m, x[i]); i += 1 }
     if m == .infinity || m.isNaN { return Double(m) }
@@ -42,8 +42,8 @@ private func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
     i = 0
     while i + 8 <= n {
         let v = loadFloat8(x + i)
-        a0 += exp4(Double4(Double(v[0]), Double(v[1]), Double(v[2]), Double(v[3])) - md)
-        a1 += exp4(Double4(Double(v[4]), Double(v[5]), Double(v[6]), Double(v[7])) - md)
+        a0 += exp4(Double4(v.lowHalf) - md)
+        a1 += exp4(Double4(v.highHalf) - md)
         i += 8
     }
     var sum = (a0 + a1).sum()
