@@ -31,6 +31,12 @@ final class RotaryTests: XCTestCase {
                            "\(name) case \(i)")
             assertAllClose(x, try f.doubles("\(i).expected64"), atol: 2e-7, rtol: 2e-7,
                            "\(name) case \(i)")
+            // Same float32 angles and the same rounded products: most elements are bit-identical;
+            // the rest (4-10% here) are where torch's Sleef cos/sin and our correctly rounded
+            // ones differ by an ulp.
+            let e32 = try f.floats("\(i).expected32")
+            let differing = zip(x, e32).filter { $0 != $1 }.count
+            XCTAssertLessThanOrEqual(differing * 100, x.count * 15, "\(name) case \(i): \(differing) differ")
         }
     }
 
