@@ -1,0 +1,241 @@
+// Byte sources and sinks over POSIX file descriptors, memory maps, and a buffer that spills to
+// an unlinked temporary file when it grows large. Plain read/write/mmap rather than FileHandle:
+// FileHandle reads allocate a Data per call and cannot report EOF apart from errors.
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+func errnoText() -> String { String(cString: strerror(errno)) }
+
+/// Something to read bytes from, in order.
+protocol ByteSource: AnyObject {
+    /// Reads up to `buffer.count` bytes; returns 0 only at the (verified) end of the input.
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int
+}
+
+extension ByteSource {
+    /// Reads until `buffer` is full or the input ends; returns the bytes read.
+    func readFully(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]))
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// Reads and discards the rest of the input, counting it (up to `limit`, then stops).
+    func drain(limit: Int) throws -> Int {
+        var total = 0
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { chunk.deallocate() }
+        while total < limit {
+            let n = try read(into: chunk)
+            if n == 0 { break }
+            total += n
+        }
+        return total
+    }
+}
+
+/// Reads a file descriptor (file or pipe); does not close it unless it owns it.
+final class FileDescriptorSource: ByteSource {
+    let fd: Int32
+    let name: String
+    private let owns: Bool
+
+    init(fd: Int32, name: String, owns: Bool) {
+        self.fd = fd
+        self.name = name
+        self.owns = owns
+    }
+
+    deinit { if owns { close(fd) } }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        guard let base = buffer.baseAddress, buffer.count > 0 else { return 0 }
+        while true {
+            let n = Glibc.read(fd, base, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw TensorIOError.io("\(name): read failed: \(errnoText())")
+        }
+    }
+}
+
+/// Reads from memory that the caller keeps alive (a prefix already read, then the rest).
+final class ChainedSource: ByteSource {
+    private var prefix: [UInt8]
+    private var position = 0
+    private let rest: ByteSource
+
+    init(prefix: [UInt8], rest: ByteSource) {
+        self.prefix = prefix
+        self.rest = rest
+    }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if position < prefix.count {
+            let n = min(buffer.count, prefix.count - position)
+            prefix.withUnsafeBytes {
+                buffer.baseAddress?.copyMemory(from: $0.baseAddress! + position, byteCount: n)
+            }
+            position += n
+            return n
+        }
+        return try rest.read(into: buffer)
+    }
+}
+
+/// Opens `path` for reading ("-" is standard input), with typed errors.
+func openForReading(_ path: String) throws -> FileDescriptorSource {
+    if path == "-" { return FileDescriptorSource(fd: 0, name: "<stdin>", owns: false) }
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else {
+        if errno == ENOENT { throw TensorIOError.missing("\(path): no such file") }
+        throw TensorIOError.io("\(path): cannot open: \(errnoText())")
+    }
+    return FileDescriptorSource(fd: fd, name: path, owns: true)
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR.
+func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, name: String) throws {
+    guard var p = bytes.baseAddress else { return }
+    var left = bytes.count
+    while left > 0 {
+        let n = write(fd, p, left)
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw TensorIOError.io("\(name): write failed: \(errnoText())")
+        }
+        p += n
+        left -= n
+    }
+}
+
+/// Bytes that stay valid while the owner lives: a read-only memory map or heap memory.
+final class ByteRegion {
+    let bytes: UnsafeRawBufferPointer
+    private let unmap: () -> Void
+
+    init(bytes: UnsafeRawBufferPointer, release: @escaping () -> Void) {
+        self.bytes = bytes
+        self.unmap = release
+    }
+
+    deinit { unmap() }
+
+    /// Maps `length` bytes of `fd` read-only (a zero-length file maps to an empty region).
+    static func map(fd: Int32, length: Int, name: String) throws -> ByteRegion {
+        if length == 0 { return ByteRegion(bytes: UnsafeRawBufferPointer(start: nil, count: 0)) {} }
+        guard let p = mmap(nil, length, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+            throw TensorIOError.io("\(name): cannot map \(length) bytes: \(errnoText())")
+        }
+        // Tensors are read front to back, mostly once.
+        _ = madvise(p, length, MADV_SEQUENTIAL)
+        return ByteRegion(bytes: UnsafeRawBufferPointer(start: p, count: length)) {
+            munmap(p, length)
+        }
+    }
+}
+
+/// Collects a stream of bytes in memory up to `memoryLimit`, then moves them to an unlinked
+/// temporary file (so that a large decompressed model is paged by the OS rather than held in
+/// RAM, and nothing is left behind however the process ends), which it maps at the end.
+final class SpillBuffer {
+    private let memoryLimit: Int
+    private var memory: UnsafeMutableRawPointer?
+    private var capacity = 0
+    private(set) var count = 0
+    private var fd: Int32 = -1
+    private let name: String
+
+    init(memoryLimit: Int, expectedSize: Int?, name: String) {
+        self.memoryLimit = memoryLimit
+        self.name = name
+        // The size a frame header announces is a hint only: it is never trusted beyond the limit.
+        if let e = expectedSize, e > 0, e <= memoryLimit { grow(to: e) }
+    }
+
+    deinit {
+        free(memory)
+        if fd >= 0 { close(fd) }
+    }
+
+    private func grow(to minimum: Int) {
+        var newCapacity = max(capacity, 1 << 16)
+        while newCapacity < minimum { newCapacity = newCapacity * 2 }
+        newCapacity = min(max(newCapacity, minimum), max(memoryLimit, minimum))
+        memory = realloc(memory, newCapacity)
+        capacity = newCapacity
+    }
+
+    /// Space for at least `minimum` more bytes, to be committed with `commit(_:)`.
+    func reserve(_ minimum: Int) throws -> UnsafeMutableRawBufferPointer {
+        if fd < 0 && count + minimum > memoryLimit { try spill() }
+        if fd >= 0 {
+            if capacity < minimum { grow(to: minimum) }
+            return UnsafeMutableRawBufferPointer(start: memory, count: capacity)
+        }
+        if count + minimum > capacity { grow(to: count + minimum) }
+        guard let memory else { throw TensorIOError.io("\(name): out of memory") }
+        return UnsafeMutableRawBufferPointer(start: memory + count, count: capacity - count)
+    }
+
+    /// Commits `n` bytes written into the space `reserve` returned.
+    func commit(_ n: Int) throws {
+        if fd >= 0 {
+            try writeAll(fd: fd, UnsafeRawBufferPointer(start: memory, count: n), name: name)
+        }
+        count += n
+    }
+
+    private func spill() throws {
+        let dir = temporaryDirectoryPath()
+        var template = Array("\(dir)/prunekit-spill-XXXXXX".utf8CString)
+        let f = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard f >= 0 else {
+            throw TensorIOError.io("cannot create a temporary file in \(dir): \(errnoText())")
+        }
+        // Unlinked at once: the open descriptor keeps the data; no path can be left behind.
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        fd = f
+        if count > 0 {
+            try writeAll(fd: fd, UnsafeRawBufferPointer(start: memory, count: count),
+                         name: "\(dir) (temporary file)")
+        }
+        // From now on `memory` is a staging chunk.
+        free(memory)
+        memory = nil
+        capacity = 0
+        grow(to: 1 << 22)
+    }
+
+    /// The collected bytes, as a region that outlives this buffer.
+    func finish() throws -> ByteRegion {
+        if fd >= 0 {
+            free(memory)
+            memory = nil
+            let region = try ByteRegion.map(fd: fd, length: count, name: "temporary file")
+            close(fd)
+            fd = -1
+            return region
+        }
+        let p = memory
+        memory = nil
+        capacity = 0
+        return ByteRegion(bytes: UnsafeRawBufferPointer(start: p, count: count)) { free(p) }
+    }
+}
+
+/// `$TMPDIR`, else /tmp.
+func temporaryDirectoryPath() -> String {
+    if let t = getenv("TMPDIR") {
+        let s = String(cString: t)
+        if !s.isEmpty { return s.hasSuffix("/") && s.count > 1 ? String(s.dropLast()) : s }
+    }
+    return "/tmp"
+}
