@@ -1,10 +1,11 @@
 // Element conversions between the file dtypes and Float/Double/Int.
 //
-// Rounding follows PyTorch's c10 scalar conversions so that files agree byte for byte with
-// `tensor.to(dtype)`: F32 → BF16 rounds to nearest even and turns every NaN into 0x7FC0
-// (c10/util/BFloat16.h `round_to_nearest_even`); F32 → F16 is IEEE round-to-nearest-even with
-// NaN → sign | 0x7E00 (fp16 library `fp16_ieee_from_fp32_value`). Loads are unaligned because a
-// tensor's bytes in a file that was not padded by us need not be aligned.
+// Rounding matches what PyTorch's CPU tensor conversions write, so that files agree byte for byte
+// with `tensor.to(dtype)`: F32 → BF16 rounds to nearest even and turns every NaN into 0xFFFF (ATen's
+// vectorised `cvtfp32_bf16`, which every tensor conversion uses; only the 0-dim scalar path gives
+// 0x7FC0); F32 → F16 is the hardware conversion (F16C `vcvtps2ph`: nearest even, NaN keeps its
+// sign and top payload bits), as ATen's is. Double → F16/BF16 goes through Float, as in PyTorch.
+// Loads are unaligned because a tensor in a file that we did not pad need not be aligned.
 
 /// The Float value of a bfloat16 bit pattern (exact: bfloat16 is the top half of a float).
 @inline(__always)
@@ -12,10 +13,10 @@ public func bf16ToFloat(_ bits: UInt16) -> Float {
     Float(bitPattern: UInt32(bits) << 16)
 }
 
-/// Rounds to the nearest bfloat16, ties to even; NaN becomes the canonical quiet NaN 0x7FC0.
+/// Rounds to the nearest bfloat16, ties to even; every NaN becomes 0xFFFF (as ATen writes it).
 @inline(__always)
 public func floatToBF16(_ x: Float) -> UInt16 {
-    if x.isNaN { return 0x7FC0 }
+    if x.isNaN { return 0xFFFF }
     let u = x.bitPattern
     let bias = ((u >> 16) & 1) &+ 0x7FFF
     return UInt16(truncatingIfNeeded: (u &+ bias) >> 16)
@@ -27,11 +28,10 @@ public func f16ToFloat(_ bits: UInt16) -> Float {
     Float(Float16(bitPattern: bits))
 }
 
-/// Rounds to the nearest IEEE half, ties to even; NaN becomes sign | 0x7E00.
+/// Rounds to the nearest IEEE half, ties to even; NaN stays NaN with its sign and top payload bits.
 @inline(__always)
 public func floatToF16(_ x: Float) -> UInt16 {
-    if x.isNaN { return UInt16(truncatingIfNeeded: x.bitPattern >> 16) & 0x8000 | 0x7E00 }
-    return Float16(x).bitPattern
+    Float16(x).bitPattern
 }
 
 /// Converts `src` (tightly packed elements of `dtype`, any alignment) to Float.
