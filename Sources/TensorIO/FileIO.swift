@@ -152,11 +152,14 @@ final class SpillBuffer {
     private(set) var count = 0
     private var fd: Int32 = -1
     private let name: String
+    private var spillAtOnce: Bool
 
     init(memoryLimit: Int, expectedSize: Int?, name: String) {
         self.memoryLimit = memoryLimit
         self.name = name
-        // The size a frame header announces is a hint only: it is never trusted beyond the limit.
+        // The size a frame header announces is a hint only: it never allocates beyond the limit,
+        // and a large one just sends the bytes to the temporary file from the start.
+        spillAtOnce = (expectedSize ?? 0) > memoryLimit
         if let e = expectedSize, e > 0, e <= memoryLimit { grow(to: e) }
     }
 
@@ -175,7 +178,7 @@ final class SpillBuffer {
 
     /// Space for at least `minimum` more bytes, to be committed with `commit(_:)`.
     func reserve(_ minimum: Int) throws -> UnsafeMutableRawBufferPointer {
-        if fd < 0 && count + minimum > memoryLimit { try spill() }
+        if fd < 0 && (spillAtOnce || count + minimum > memoryLimit) { try spill() }
         if fd >= 0 {
             if capacity < minimum { grow(to: minimum) }
             return UnsafeMutableRawBufferPointer(start: memory, count: capacity)

@@ -10,6 +10,7 @@ public final class TensorStreamReader {
     private let source: ByteSource
     private var nextIndex = 0
     private var ended = false
+    private var failure: TensorIOError?
 
     /// Reads `path` ("-" is standard input), plain or zstd (sniffed).
     public convenience init(path: String) throws {
@@ -62,7 +63,16 @@ public final class TensorStreamReader {
     /// The next tensor in file order, or nil after the last one — having checked that nothing
     /// follows it and, for zstd, that the frame ended with a matching checksum.
     public func next() throws -> (entry: TensorEntry, bytes: [UInt8])? {
+        if let failure { throw failure }
         if ended { return nil }
+        do { return try advance() } catch let e as TensorIOError {
+            // The input position is unknown after a failure: every later call repeats it.
+            failure = e
+            throw e
+        }
+    }
+
+    private func advance() throws -> (entry: TensorEntry, bytes: [UInt8])? {
         guard nextIndex < header.entries.count else {
             let extra = try source.drain(limit: 1 << 30)
             guard extra == 0 else {

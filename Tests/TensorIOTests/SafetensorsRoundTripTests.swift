@@ -241,3 +241,34 @@ final class SafetensorsRoundTripTests: XCTestCase {
         XCTAssertEqual(try file.floats("w"), values)
     }
 }
+
+/// The interrupt handler removes registered temporaries and exits 128 + signal.
+final class SafetensorsInterruptTests: XCTestCase {
+    func testSigtermUnlinksTemporaryAndExits143() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("out.safetensors").path
+        try write(Array("old".utf8), to: URL(fileURLWithPath: path))
+        installInterruptCleanup()
+        let writer = try TensorFileWriter(
+            path: path, entries: [TensorEntry(name: "a", dtype: .F32, shape: [4])], metadata: [:])
+        let temporary = try XCTUnwrap(writer.temporaryPath)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: temporary))
+        // The child only raises the signal (async-signal-safe after fork); its handler does the rest.
+        let child = fork()
+        if child == 0 {
+            raise(SIGTERM)
+            _exit(1)  // not reached when the handler works
+        }
+        XCTAssertGreaterThan(child, 0)
+        var status: Int32 = 0
+        XCTAssertEqual(waitpid(child, &status, 0), child)
+        let exited = (status & 0x7F) == 0
+        XCTAssertTrue(exited, "the child died of a signal instead of exiting")
+        XCTAssertEqual((status >> 8) & 0xFF, 143)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: temporary))
+        XCTAssertEqual(try readBytes(path), Array("old".utf8))
+        writer.abort()
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), ["out.safetensors"])
+    }
+}
