@@ -40,7 +40,7 @@ public struct TensorEntry: Equatable, Sendable {
 public struct SafetensorsHeader: Sendable {
     public var metadata: [String: String]
     /// In data-offset (file) order.
-    public var entries: [TensorEntry]
+    public private(set) var entries: [TensorEntry]
     /// Byte offset of each entry's data within the data section (parallel to `entries`).
     public private(set) var offsets: [Int]
     private var index: [String: Int]
