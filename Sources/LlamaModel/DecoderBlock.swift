@@ -1,0 +1,123 @@
+import Kernels
+
+// Dimension legend: R rows (the tokens of several windows stacked), T tokens of one window,
+// C hidden, H/Hkv heads/KV heads, D head size, F MLP width.
+
+/// Inputs of a block's linear layers, shown to an observer (calibration statistics) while they
+/// are alive. `rows` counts the R rows of every buffer.
+public enum BlockTap {
+    /// input: [R, C] after input_layernorm (the q/k/v input); heads: [R, H·D] (the o_proj input).
+    case attention(input: UnsafePointer<Float>, heads: UnsafePointer<Float>, rows: Int)
+    /// input: [R, C] after post_attention_layernorm (gate/up input); hidden: [R, F] silu(gate)·up
+    /// (the down_proj input).
+    case mlp(input: UnsafePointer<Float>, hidden: UnsafePointer<Float>, rows: Int)
+}
+
+/// Scratch buffers for one layer over R rows, grown as needed (widths differ per layer).
+/// Owned allocations rather than arrays, so that the kernels get stable pointers.
+final class BlockScratch {
+    private(set) var normed = Buffer()  // [R, C]
+    private(set) var q = Buffer()  // [R, H·D]
+    private(set) var k = Buffer()  // [R, Hkv·D]
+    private(set) var v = Buffer()  // [R, Hkv·D]
+    private(set) var heads = Buffer()  // [R, H·D]
+    private(set) var gate = Buffer()  // [R, F]
+    private(set) var up = Buffer()  // [R, F]
+
+    func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, F: Int) {
+        normed.reserve(R * C)
+        q.reserve(R * H * D)
+        k.reserve(R * Hkv * D)
+        v.reserve(R * Hkv * D)
+        heads.reserve(R * H * D)
+        gate.reserve(R * F)
+        up.reserve(R * F)
+    }
+}
+
+/// A growable float buffer with a stable base address between `reserve` calls.
+public final class Buffer {
+    public private(set) var pointer: UnsafeMutablePointer<Float>
+    public private(set) var capacity: Int
+
+    public init(count: Int = 0) {
+        capacity = max(count, 1)
+        pointer = .allocate(capacity: capacity)
+        pointer.initialize(repeating: 0, count: capacity)
+    }
+
+    public func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        pointer.deallocate()
+        capacity = count
+        pointer = .allocate(capacity: count)
+        pointer.initialize(repeating: 0, count: count)
+    }
+
+    deinit { pointer.deallocate() }
+}
+
+/// y[R, out] (+)= x[R, in] · Wᵀ + b. A layer whose input width is zero (every head or channel
+/// pruned) contributes only its bias.
+func applyLinear(_ layer: Linear, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+                 rows R: Int, accumulate: Bool) {
+    let out = layer.outFeatures, inF = layer.inFeatures
+    if out == 0 || R == 0 { return }
+    if inF == 0 {
+        if !accumulate { y.update(repeating: 0, count: R * out) }
+    } else {
+        layer.weight.withUnsafeBufferPointer { w in
+            BLAS.linear(x: x, w: w.baseAddress!, y: y, T: R, C: inF, F: out,
+                        accumulate: accumulate)
+        }
+    }
+    if let b = layer.bias {
+        b.withUnsafeBufferPointer { addBias(y, bias: $0.baseAddress!, T: R, F: out) }
+    }
+}
+
+/// Runs one decoder block in place on x: [R, C], R = windows × T rows, as transformers'
+/// LlamaDecoderLayer does:
+///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
+///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
+/// Positions restart at 0 in every window; attention never crosses windows.
+func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, windowLength T: Int,
+              config c: LlamaConfig, layer l: Int, rotary: RotaryTable, scratch s: BlockScratch,
+              observe: ((BlockTap) throws -> Void)? = nil) rethrows {
+    let C = c.hiddenSize, D = c.headDim
+    let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
+    let eps = Float(c.rmsNormEps)
+    precondition(R % T == 0, "rows must be whole windows")
+    s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, F: F)
+    let normed = s.normed.pointer, q = s.q.pointer, k = s.k.pointer, v = s.v.pointer
+    let heads = s.heads.pointer, gate = s.gate.pointer, up = s.up.pointer
+
+    w.inputNorm.withUnsafeBufferPointer {
+        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
+    }
+    if H > 0 {
+        applyLinear(w.q, x: normed, y: q, rows: R, accumulate: false)
+        applyLinear(w.k, x: normed, y: k, rows: R, accumulate: false)
+        applyLinear(w.v, x: normed, y: v, rows: R, accumulate: false)
+        for start in stride(from: 0, to: R, by: T) {
+            let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * Hkv * D
+            rotary.apply(qw, T: T, H: H)
+            rotary.apply(kw, T: T, H: Hkv)
+            causalAttention(q: qw, k: kw, v: vw, out: heads + start * H * D,
+                            T: T, H: H, Hkv: Hkv, D: D)
+        }
+    }
+    try observe?(.attention(input: normed, heads: heads, rows: R))
+    applyLinear(w.o, x: heads, y: x, rows: R, accumulate: true)
+
+    w.postAttentionNorm.withUnsafeBufferPointer {
+        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
+    }
+    if F > 0 {
+        applyLinear(w.gate, x: normed, y: gate, rows: R, accumulate: false)
+        applyLinear(w.up, x: normed, y: up, rows: R, accumulate: false)
+        swiglu(gate: gate, up: up, out: gate, count: R * F)
+    }
+    try observe?(.mlp(input: normed, hidden: gate, rows: R))
+    applyLinear(w.down, x: gate, y: x, rows: R, accumulate: true)
+}

@@ -1,0 +1,177 @@
+import Foundation
+import TensorIO
+
+/// The subset of a Hugging Face `config.json` that LLaMA, Mistral and Qwen2 share, decoded
+/// with explicit keys and validated (`model_type` decides the defaults that differ).
+struct HuggingFaceConfig: Decodable {
+    var modelType: String
+    var hiddenSize: Int
+    var intermediateSize: Int
+    var numHiddenLayers: Int
+    var numAttentionHeads: Int
+    var numKeyValueHeads: Int?
+    var headDim: Int?
+    var rmsNormEps: Double
+    var ropeTheta: Double?
+    var ropeScaling: LlamaConfig.RopeScaling?
+    var maxPositionEmbeddings: Int?
+    var tieWordEmbeddings: Bool?
+    var vocabSize: Int
+    var bosTokenID: Int?
+    var eosTokenID: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type"
+        case hiddenSize = "hidden_size"
+        case intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers"
+        case numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads"
+        case headDim = "head_dim"
+        case rmsNormEps = "rms_norm_eps"
+        case ropeTheta = "rope_theta"
+        case ropeScaling = "rope_scaling"
+        case maxPositionEmbeddings = "max_position_embeddings"
+        case tieWordEmbeddings = "tie_word_embeddings"
+        case vocabSize = "vocab_size"
+        case bosTokenID = "bos_token_id"
+        case eosTokenID = "eos_token_id"
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelType = try c.decode(String.self, forKey: .modelType)
+        guard ["llama", "mistral", "qwen2"].contains(modelType) else {
+            throw ConfigError("model_type '\(modelType)' is not supported (llama, mistral, qwen2)")
+        }
+        hiddenSize = try c.decode(Int.self, forKey: .hiddenSize)
+        intermediateSize = try c.decode(Int.self, forKey: .intermediateSize)
+        numHiddenLayers = try c.decode(Int.self, forKey: .numHiddenLayers)
+        numAttentionHeads = try c.decode(Int.self, forKey: .numAttentionHeads)
+        numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
+        rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
+        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        ropeScaling = try c.decodeIfPresent(LlamaConfig.RopeScaling.self, forKey: .ropeScaling)
+        maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings)
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        bosTokenID = try? c.decodeIfPresent(Int.self, forKey: .bosTokenID)
+        // LLaMA-3.1 lists several end tokens; the first is the one a generator stops at.
+        if let one = try? c.decodeIfPresent(Int.self, forKey: .eosTokenID) {
+            eosTokenID = one
+        } else {
+            eosTokenID = (try? c.decodeIfPresent([Int].self, forKey: .eosTokenID))??.first
+        }
+    }
+
+    func llamaConfig() throws -> LlamaConfig {
+        guard numAttentionHeads > 0 else {
+            throw ConfigError("num_attention_heads must be positive, got \(numAttentionHeads)")
+        }
+        let L = numHiddenLayers
+        return try LlamaConfig(
+            architecture: "llama", hiddenSize: hiddenSize, numLayers: L,
+            headDim: headDim ?? hiddenSize / numAttentionHeads,
+            headCounts: Array(repeating: numAttentionHeads, count: max(L, 0)),
+            kvHeadCounts: Array(repeating: numKeyValueHeads ?? numAttentionHeads, count: max(L, 0)),
+            ffnWidths: Array(repeating: intermediateSize, count: max(L, 0)),
+            vocabSize: vocabSize, rmsNormEps: rmsNormEps, ropeTheta: ropeTheta ?? 10000,
+            ropeScaling: ropeScaling, maxPositionEmbeddings: maxPositionEmbeddings ?? 2048,
+            // transformers' default differs: LLaMA/Mistral untied, Qwen2 tied.
+            tieWordEmbeddings: tieWordEmbeddings ?? (modelType == "qwen2"),
+            bosTokenID: bosTokenID, eosTokenID: eosTokenID)
+    }
+}
+
+/// The tensors of one or many safetensors files (`model.safetensors`, or the shards that
+/// `model.safetensors.index.json` names).
+final class SafetensorsStore: TensorStore {
+    private var files: [TensorFile] = []
+    private var location: [String: (file: Int, entry: TensorEntry)] = [:]
+    private(set) var names: [String] = []
+    let path: String
+
+    init(directory: String) throws {
+        path = directory
+        let dir = URL(fileURLWithPath: directory)
+        let index = dir.appendingPathComponent("model.safetensors.index.json")
+        var shardNames: [String]
+        if FileManager.default.fileExists(atPath: index.path) {
+            shardNames = try Self.shards(fromIndex: index)
+        } else {
+            shardNames = ["model.safetensors"]
+        }
+        for shard in shardNames {
+            let file = try TensorFile(path: dir.appendingPathComponent(shard).path)
+            for entry in file.header.entries {
+                if location[entry.name] != nil {
+                    throw TensorIOError.badData(
+                        "\(directory): tensor '\(entry.name)' appears in two shards")
+                }
+                location[entry.name] = (files.count, entry)
+                names.append(entry.name)
+            }
+            files.append(file)
+        }
+    }
+
+    private static func shards(fromIndex url: URL) throws -> [String] {
+        struct Index: Decodable { var weight_map: [String: String] }
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw TensorIOError.io("\(url.path): \(error.localizedDescription)")
+        }
+        guard let index = try? JSONDecoder().decode(Index.self, from: data) else {
+            throw TensorIOError.badData("\(url.path): not a safetensors index (no weight_map)")
+        }
+        for shard in index.weight_map.values where shard.contains("/") || shard.hasPrefix(".") {
+            throw TensorIOError.badData("\(url.path): shard name '\(shard)' leaves the directory")
+        }
+        return Array(Set(index.weight_map.values)).sorted()
+    }
+
+    func shape(_ name: String) -> [Int]? { location[name]?.entry.shape }
+
+    func storageType(_ name: String) -> DType {
+        switch location[name]?.entry.dtype {
+        case .F16?: return .F16
+        case .BF16?: return .BF16
+        default: return .F32
+        }
+    }
+
+    func floats(_ name: String) throws -> [Float] {
+        guard let (i, entry) = location[name] else {
+            throw TensorIOError.badData("\(path): tensor '\(name)' is missing")
+        }
+        guard [.F32, .F16, .BF16, .F64].contains(entry.dtype) else {
+            throw TensorIOError.badData(
+                "\(path): tensor '\(name)' has dtype \(entry.dtype.rawValue); expected a float type")
+        }
+        return try files[i].floats(name)
+    }
+}
+
+extension Model {
+    static func openHuggingFaceDirectory(_ path: String) throws -> Model {
+        let dir = URL(fileURLWithPath: path)
+        let configURL = dir.appendingPathComponent("config.json")
+        guard let data = FileManager.default.contents(atPath: configURL.path) else {
+            throw TensorIOError.missing("\(path): no config.json in the directory")
+        }
+        let config: LlamaConfig
+        do {
+            config = try JSONDecoder().decode(HuggingFaceConfig.self, from: data).llamaConfig()
+        } catch let e as ConfigError {
+            throw TensorIOError.badData("\(configURL.path): \(e.message)")
+        } catch {
+            throw TensorIOError.badData("\(configURL.path): \(describeDecodingError(error))")
+        }
+        let store = try SafetensorsStore(directory: path)
+        let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
+        let tokenizer = FileManager.default.contents(atPath: tokenizerURL.path)
+            .map { String(decoding: $0, as: UTF8.self) }
+        return try Model(config: config, tokenizerJSON: tokenizer, store: store, path: path)
+    }
+}

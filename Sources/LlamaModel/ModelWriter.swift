@@ -1,0 +1,74 @@
+import Foundation
+import TensorIO
+
+/// Writes a PruneKit model file: Hugging Face tensor names in the canonical order (embedding,
+/// layer 0, layer 1, …, final norm, head), the configuration and tokenizer in `__metadata__`.
+/// Tensors are written as they come, so that a tool holds one layer at a time.
+public final class ModelWriter {
+    private let writer: TensorFileWriter
+    public let entries: [TensorEntry]
+
+    /// - Parameters:
+    ///   - tensors: name and shape of every tensor, in the order they will be written.
+    ///   - dtype: the element type of each tensor in the file.
+    ///   - metadata: producer, version, arguments, fingerprint… (`format`, `config` and
+    ///     `tokenizer` are set here).
+    public init(path: String, config: LlamaConfig, tensors: [(name: String, shape: [Int])],
+                dtype: (String) -> DType, tokenizerJSON: String?, metadata: [String: String],
+                compress: Bool? = nil) throws {
+        var meta = metadata
+        meta["format"] = ModelFileFormat.name
+        meta["config"] = try config.jsonString()
+        if let tokenizerJSON { meta["tokenizer"] = tokenizerJSON }
+        entries = tensors.map { TensorEntry(name: $0.name, dtype: dtype($0.name), shape: $0.shape) }
+        writer = try TensorFileWriter(path: path, entries: entries, metadata: meta,
+                                      compress: compress)
+    }
+
+    public func write(_ name: String, _ values: [Float]) throws {
+        try writer.write(name, floats: values)
+    }
+
+    public func finish() throws { try writer.finish() }
+    public func abort() { writer.abort() }
+}
+
+/// The element type a written model keeps: `auto` keeps the source's float type (quantised
+/// GGUF tensors become F32, the exact dequantised values).
+public enum WeightType: String, CaseIterable, Sendable {
+    case auto, f32, f16, bf16
+
+    public func dtype(source: DType) -> DType {
+        switch self {
+        case .auto: return source
+        case .f32: return .F32
+        case .f16: return .F16
+        case .bf16: return .BF16
+        }
+    }
+}
+
+extension Model {
+    /// Copies this model into a model file, tensor by tensor, in the canonical order.
+    public func write(to path: String, weightType: WeightType = .auto,
+                      metadata: [String: String], progress: ((Int, Int) -> Void)? = nil) throws {
+        var meta = metadata
+        meta["fingerprint"] = try fingerprint()
+        let names = tensorNames
+        let writer = try ModelWriter(
+            path: path, config: config,
+            tensors: names.map { ($0, shape($0) ?? []) },
+            dtype: { weightType.dtype(source: self.storageType($0)) },
+            tokenizerJSON: tokenizerJSON, metadata: meta)
+        do {
+            for (i, name) in names.enumerated() {
+                try writer.write(name, try floats(name))
+                progress?(i + 1, names.count)
+            }
+            try writer.finish()
+        } catch {
+            writer.abort()
+            throw error
+        }
+    }
+}

@@ -1,0 +1,141 @@
+import Foundation
+import Kernels
+import TensorIO
+
+// Dimension legend: N windows, T tokens per window, R rows of one batch (whole windows),
+// C hidden, V vocabulary.
+
+/// Runs a model over windows of tokens layer by layer: the hidden states of every window stay in
+/// memory ([N·T, C]) while each decoder layer's weights are read once, so that memory is about
+/// one layer plus the activations, and a model on a pipe is read in a single pass.
+public final class Runner {
+    public let model: Model
+    public let config: LlamaConfig
+    /// Rows per batch of the position-wise products (whole windows); larger batches keep sgemm
+    /// efficient when windows are short.
+    public var batchRows = 4096
+    private let rotary: RotaryTable
+
+    public init(model: Model, maxPositions: Int) {
+        self.model = model
+        self.config = model.config
+        var scaling: Llama3RopeScaling? = nil
+        if let s = model.config.ropeScaling {
+            scaling = Llama3RopeScaling(
+                factor: s.factor, lowFreqFactor: s.lowFreqFactor,
+                highFreqFactor: s.highFreqFactor,
+                originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings)
+        }
+        rotary = RotaryTable(headDim: model.config.headDim, theta: model.config.ropeTheta,
+                             scaling: scaling, maxPositions: max(maxPositions, 1))
+    }
+
+    /// The hidden states after the embedding: x[N·T, C].
+    func embed(_ tokens: [Int32], embedding: [Float]) throws -> Buffer {
+        let C = config.hiddenSize, V = config.vocabSize
+        let x = Buffer(count: tokens.count * C)
+        try embedding.withUnsafeBufferPointer { e in
+            for (i, t) in tokens.enumerated() {
+                guard t >= 0 && Int(t) < V else {
+                    throw RunnerError("token id \(t) at position \(i) is outside the vocabulary (\(V))")
+                }
+                (x.pointer + i * C).update(from: e.baseAddress! + Int(t) * C, count: C)
+            }
+        }
+        return x
+    }
+
+    /// Runs every decoder layer over x[N·T, C] in place. `observe(layer, tap)` sees the inputs
+    /// of each layer's linear maps; `layerDone(l)` is called after each layer.
+    func runLayers(_ x: Buffer, rows: Int, windowLength T: Int,
+                   observe: ((Int, BlockTap) throws -> Void)? = nil,
+                   layerDone: ((Int) throws -> Void)? = nil) throws {
+        let scratch = BlockScratch()
+        let batch = max(T, batchRows / T * T)
+        for l in 0..<config.numLayers {
+            let w = try model.layer(l)
+            for start in stride(from: 0, to: rows, by: batch) {
+                let R = min(batch, rows - start)
+                try runBlock(w, x: x.pointer + start * config.hiddenSize, rows: R,
+                             windowLength: T, config: config, layer: l, rotary: rotary,
+                             scratch: scratch, observe: observe.map { f in { try f(l, $0) } })
+            }
+            try layerDone?(l)
+        }
+    }
+
+    /// Final norm and head over x[N·T, C], `rowsPerChunk` rows at a time, handing each chunk's
+    /// logits [r, V] (rows first..<first+r) to `body`.
+    func head(_ x: Buffer, rows: Int, embedding: [Float], rowsPerChunk: Int = 256,
+              _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
+        let C = config.hiddenSize, V = config.vocabSize
+        let norm = try model.finalNorm()
+        let untied = try model.head()
+        let weights = untied ?? embedding
+        let normed = Buffer(count: rowsPerChunk * C)
+        let logits = Buffer(count: rowsPerChunk * V)
+        try weights.withUnsafeBufferPointer { w in
+            try norm.withUnsafeBufferPointer { g in
+                for first in stride(from: 0, to: rows, by: rowsPerChunk) {
+                    let r = min(rowsPerChunk, rows - first)
+                    rmsNorm(x: x.pointer + first * C, weight: g.baseAddress!,
+                            eps: Float(config.rmsNormEps), out: normed.pointer, T: r, C: C)
+                    BLAS.linear(x: normed.pointer, w: w.baseAddress!, y: logits.pointer,
+                                T: r, C: C, F: V)
+                    try body(first, r, logits.pointer)
+                }
+            }
+        }
+    }
+
+    /// Logits [T, V] of one window (for tests and small checks).
+    public func logits(_ tokens: [Int32]) throws -> [Float] {
+        let T = tokens.count, V = config.vocabSize
+        let embedding = try model.embedding()
+        let x = try embed(tokens, embedding: embedding)
+        try runLayers(x, rows: T, windowLength: T)
+        var out = [Float](repeating: 0, count: T * V)
+        try head(x, rows: T, embedding: embedding) { first, r, logits in
+            out.withUnsafeMutableBufferPointer {
+                ($0.baseAddress! + first * V).update(from: logits, count: r * V)
+            }
+        }
+        return out
+    }
+
+    /// Negative log-likelihood of each window's tokens 1..<T given the ones before (the
+    /// language-modelling loss), summed per window in float64: [N]. Windows are all of length T.
+    public func windowNLL(_ windows: [[Int32]], progress: ((String, Int, Int) -> Void)? = nil)
+        throws -> [Double]
+    {
+        guard let T = windows.first?.count, T > 0 else { return [] }
+        let N = windows.count, V = config.vocabSize
+        let tokens = windows.flatMap { $0 }
+        precondition(tokens.count == N * T, "windows must have equal length")
+        let embedding = try model.embedding()
+        let x = try embed(tokens, embedding: embedding)
+        try runLayers(x, rows: N * T, windowLength: T) { l in
+            progress?("layers", l + 1, self.config.numLayers)
+        }
+        var sums = [Double](repeating: 0, count: N)
+        try head(x, rows: N * T, embedding: embedding) { first, r, logits in
+            // Targets: the next token in the same window; a window's last row predicts nothing.
+            // (it gets a dummy target whose loss is not counted).
+            var targets = [Int32](repeating: 0, count: r)
+            for i in 0..<r where (first + i) % T != T - 1 { targets[i] = tokens[first + i + 1] }
+            let nll = targets.withUnsafeBufferPointer {
+                crossEntropy(logits: logits, targets: $0.baseAddress!, T: r, V: V)
+            }
+            for i in 0..<r where (first + i) % T != T - 1 { sums[(first + i) / T] += nll[i] }
+            progress?("head", first + r, N * T)
+        }
+        return sums
+    }
+}
+
+public struct RunnerError: DiagnosedError {
+    public var message: String
+    public var kind: FailureKind { .badData }
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

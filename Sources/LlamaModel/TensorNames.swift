@@ -1,0 +1,92 @@
+/// Hugging Face checkpoint keys: the one place they are spelled out.
+public enum Projection: String, CaseIterable, Sendable {
+    case q = "self_attn.q_proj"
+    case k = "self_attn.k_proj"
+    case v = "self_attn.v_proj"
+    case o = "self_attn.o_proj"
+    case gate = "mlp.gate_proj"
+    case up = "mlp.up_proj"
+    case down = "mlp.down_proj"
+
+    /// The GGUF name of the same tensor (llama.cpp `tensor_mapping.py` naming).
+    var ggufName: String {
+        switch self {
+        case .q: return "attn_q"
+        case .k: return "attn_k"
+        case .v: return "attn_v"
+        case .o: return "attn_output"
+        case .gate: return "ffn_gate"
+        case .up: return "ffn_up"
+        case .down: return "ffn_down"
+        }
+    }
+}
+
+public enum TensorNames {
+    public static let embedding = "model.embed_tokens.weight"
+    public static let finalNorm = "model.norm.weight"
+    public static let head = "lm_head.weight"
+
+    public static func inputNorm(_ l: Int) -> String { "model.layers.\(l).input_layernorm.weight" }
+    public static func postAttentionNorm(_ l: Int) -> String {
+        "model.layers.\(l).post_attention_layernorm.weight"
+    }
+    public static func weight(_ l: Int, _ p: Projection) -> String {
+        "model.layers.\(l).\(p.rawValue).weight"
+    }
+    public static func bias(_ l: Int, _ p: Projection) -> String {
+        "model.layers.\(l).\(p.rawValue).bias"
+    }
+
+    /// Maps a GGUF tensor name to its Hugging Face name, or nil for tensors PruneKit does not
+    /// import (e.g. `rope_freqs.weight`, handled separately).
+    static func fromGGUF(_ name: String) -> String? {
+        switch name {
+        case "token_embd.weight": return embedding
+        case "output_norm.weight": return finalNorm
+        case "output.weight": return head
+        default: break
+        }
+        let parts = name.split(separator: ".")
+        guard parts.count == 4, parts[0] == "blk", let l = Int(parts[1]), l >= 0 else { return nil }
+        let what = String(parts[2]), kind = String(parts[3])
+        if kind == "weight" && what == "attn_norm" { return inputNorm(l) }
+        if kind == "weight" && what == "ffn_norm" { return postAttentionNorm(l) }
+        guard let p = Projection.allCases.first(where: { $0.ggufName == what }) else { return nil }
+        switch kind {
+        case "weight": return weight(l, p)
+        case "bias": return bias(l, p)
+        default: return nil
+        }
+    }
+
+    /// The shape a tensor must have under `config` (nil for names outside the model).
+    public static func expectedShape(_ name: String, _ config: LlamaConfig) -> [Int]? {
+        let C = config.hiddenSize, V = config.vocabSize, D = config.headDim
+        if name == embedding || name == head { return [V, C] }
+        if name == finalNorm { return [C] }
+        for l in 0..<config.numLayers where name.hasPrefix("model.layers.\(l).") {
+            let H = config.headCounts[l], Hkv = config.kvHeadCounts[l], F = config.ffnWidths[l]
+            if name == inputNorm(l) || name == postAttentionNorm(l) { return [C] }
+            for p in Projection.allCases {
+                let (rows, cols) = projectionShape(p, C: C, H: H, Hkv: Hkv, D: D, F: F)
+                if name == weight(l, p) { return [rows, cols] }
+                if name == bias(l, p) { return [rows] }
+            }
+        }
+        return nil
+    }
+
+    /// `[out, in]` of a projection in a layer with H heads, Hkv KV heads, MLP width F.
+    public static func projectionShape(_ p: Projection, C: Int, H: Int, Hkv: Int, D: Int, F: Int)
+        -> (Int, Int)
+    {
+        switch p {
+        case .q: return (H * D, C)
+        case .k, .v: return (Hkv * D, C)
+        case .o: return (C, H * D)
+        case .gate, .up: return (F, C)
+        case .down: return (C, F)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+import ArgumentParser
+import Foundation
+import TensorIO
+
+public enum PruneKit {
+    public static let version = "0.1.0"
+}
+
+/// Standard error, unbuffered, for diagnostics and progress (standard output carries only the
+/// artifact or `--json`).
+public func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Runs a tool's body: a `DiagnosedError` becomes one line `tool: message` on stderr and the
+/// exit code of its kind (64 usage, 65 bad data, 66 missing input, 74 I/O).
+public func runToolBody(_ tool: String, _ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as DiagnosedError {
+        printError("\(tool): \(e.description)")
+        throw ExitCode(e.kind.exitCode)
+    } catch let e as ExitCode {
+        throw e
+    } catch let e as CleanExit {
+        throw e
+    } catch {
+        printError("\(tool): \(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// A usage error raised after parsing (exit 64).
+public struct UsageError: DiagnosedError {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var kind: FailureKind { .usage }
+    public var description: String { message }
+}
+
+/// The full command line, as recorded in every output file's metadata.
+public func argumentsJSON() -> String {
+    let args = CommandLine.arguments
+    guard let data = try? JSONSerialization.data(withJSONObject: args, options: []) else {
+        return "[]"
+    }
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The metadata every tool writes: producer, version, arguments.
+public func standardMetadata(tool: String) -> [String: String] {
+    ["producer": tool, "version": PruneKit.version, "arguments": argumentsJSON()]
+}
+
+/// Refuses to write a binary artifact to a terminal.
+public func checkBinaryOutput(_ path: String) throws {
+    if path == "-" && isatty(STDOUT_FILENO) != 0 {
+        throw UsageError("refusing to write a binary file to a terminal; use -o FILE or a pipe")
+    }
+}
+
+/// Options shared by every tool.
+public struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "Threads for matrix products and kernels (default: all cores).")
+    public var threads: Int?
+
+    @Flag(name: .long, help: "No progress output on standard error.")
+    public var quiet = false
+
+    public init() {}
+
+    public func validate() throws {
+        if let t = threads, t < 1 {
+            throw ValidationError("--threads must be at least 1")
+        }
+    }
+}
