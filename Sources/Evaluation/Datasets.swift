@@ -114,12 +114,13 @@ public func jsonlTexts(_ path: String) throws -> [String] {
     for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
         lineNumber += 1
         if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
-        guard let object = try? JSONSerialization.jsonObject(with: Data(line)),
-              let dict = object as? [String: Any]
-        else {
-            throw DatasetError(.badData, "\(path):\(lineNumber): not a JSON object")
+        let text: String?
+        do {
+            text = try line.withUnsafeBytes { try JSONLine.stringField($0, "text") }
+        } catch {
+            throw DatasetError(.badData, "\(path):\(lineNumber): \(error)")
         }
-        guard let text = dict["text"] as? String else {
+        guard let text else {
             throw DatasetError(.badData, "\(path):\(lineNumber): no string field 'text'")
         }
         texts.append(text)

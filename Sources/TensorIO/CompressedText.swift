@@ -17,3 +17,24 @@ public func readDataFile(_ path: String) throws -> [UInt8] {
     }
     return out
 }
+
+/// One line of a JSONL file, parsed strictly (Foundation's JSONSerialization on Linux drops a
+/// U+FEFF that follows an escape sequence, which changes C4 texts).
+public enum JSONLine {
+    /// The string field `key` of the object on the line: nil when the field is absent or not a
+    /// string; throws when the line is not a JSON object.
+    public static func stringField(_ line: UnsafeRawBufferPointer, _ key: String) throws -> String? {
+        let value: JSONValue
+        do { value = try JSONParser.parse(line) } catch let e as JSONSyntaxError {
+            throw TensorIOError.badData("invalid JSON at byte \(e.offset): \(e.message)")
+        }
+        guard case .object(let fields) = value else {
+            throw TensorIOError.badData("not a JSON object")
+        }
+        for (k, v) in fields where k == key {
+            if case .string(let s) = v { return s }
+            return nil
+        }
+        return nil
+    }
+}

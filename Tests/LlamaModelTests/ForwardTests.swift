@@ -1,0 +1,81 @@
+import Foundation
+import LlamaModel
+import TensorIO
+import TestSupport
+import XCTest
+
+/// The forward pass against the float64 plain-torch reference (scripts/reference/tiny_model.py),
+/// whose uniform case equals transformers' LlamaForCausalLM.
+final class ForwardTests: XCTestCase {
+    func reference(_ name: String) throws -> (tokens: [[Int32]], logits: [Double], loss: [Double]) {
+        let ref = try TensorFile(path: Fixtures.url("model/\(name)_ref.safetensors").path)
+        let tokens = try ref.integers("tokens").map { Int32($0) }
+        let T = tokens.count / 2
+        return ([Array(tokens[0..<T]), Array(tokens[T...])], try ref.doubles("logits"), try ref.doubles("loss"))
+    }
+
+    func checkModel(_ name: String) throws {
+        let model = try Model.open(Fixtures.url("model/\(name).safetensors").path)
+        let (windows, logits, loss) = try reference(name)
+        let T = windows[0].count, V = model.config.vocabSize
+        let runner = Runner(model: model, maxPositions: T)
+        for (s, window) in windows.enumerated() {
+            let mine = try runner.logits(window)
+            assertAllClose(mine, Array(logits[(s * T * V)..<((s + 1) * T * V)]), atol: 2e-4, rtol: 1e-4,
+                           "\(name) sequence \(s)")
+        }
+        // Both windows at once, as evaluate runs them: the loss per window.
+        let nll = try runner.windowNLL(windows)
+        assertAllClose(nll.map { $0 / Double(T - 1) }, loss, atol: 1e-5, rtol: 1e-5, "\(name) loss")
+    }
+
+    func testUniformModelWithAllBiasesMatchesReference() throws {
+        try checkModel("tiny_uniform")
+    }
+
+    func testNonUniformModelWithEmptyLayersAndLlama3RopeMatchesReference() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_nonuniform.safetensors").path)
+        XCTAssertEqual(model.config.headCounts, [4, 0, 6])
+        XCTAssertEqual(model.config.ffnWidths, [40, 24, 0])
+        XCTAssertNotNil(model.config.ropeScaling)
+        try checkModel("tiny_nonuniform")
+    }
+
+    func testBatchingWindowsDoesNotChangeTheLoss() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let (windows, _, _) = try reference("tiny_uniform")
+        let runner = Runner(model: model, maxPositions: 19)
+        let together = try runner.windowNLL(windows)
+        runner.batchRows = 19  // one window per batch
+        let apart = try runner.windowNLL(windows)
+        XCTAssertEqual(together, apart)
+    }
+}
+
+/// SmolLM2 logits on the first 64 WikiText-2 tokens against transformers (max abs error < 1e-3),
+/// checked on the full-vocabulary logsumexp and argmax of every row, every 16th vocabulary id,
+/// and each row's top 16.
+final class SmolLM2LogitsTests: XCTestCase {
+    func testFirst64TokensMatchTransformers() throws {
+        let ref = try TensorFile(path: Fixtures.url("model/smollm2_logits64.safetensors").path)
+        let ids = try ref.integers("input_ids").map { Int32($0) }
+        XCTAssertEqual(ids.count, 64)
+        let model = try Model.open(try Fixtures.requireModel())
+        let V = model.config.vocabSize
+        let logits = try Runner(model: model, maxPositions: 64).logits(ids)
+        var lse: [Double] = [], argmax: [Int] = [], strided: [Float] = [], top: [Float] = []
+        let topIDs = try ref.integers("top_ids")
+        for t in 0..<64 {
+            let row = Array(logits[(t * V)..<((t + 1) * V)])
+            let m = Double(row.max()!)
+            lse.append(m + log(row.reduce(0.0) { $0 + exp(Double($1) - m) }))
+            argmax.append(row.firstIndex(of: row.max()!)!)
+            strided += stride(from: 0, to: V, by: 16).map { row[$0] }
+            top += (0..<16).map { row[topIDs[t * 16 + $0]] }
+        }
+        assertAllClose(lse, try ref.doubles("logsumexp"), atol: 1e-3, rtol: 0)
+        XCTAssertEqual(argmax, try ref.integers("argmax"))
+        assertAllClose(strided, try ref.floats("strided_logits"), atol: 1e-3, rtol: 0)
+        assertAllClose(top, try ref.floats("top_logits"), atol: 1e-3, rtol: 0)
+    }
+}

@@ -1,0 +1,59 @@
+import Foundation
+import LlamaModel
+import TensorIO
+import TestSupport
+import XCTest
+
+final class ImportExportTests: XCTestCase {
+    /// A model file written by convert reads back with the same configuration, tensors and
+    /// fingerprint; a Hugging Face export reads back to the same logits.
+    func testModelFileAndHuggingFaceRoundTrips() throws {
+        let source = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let dir = try Fixtures.temporaryDirectory()
+        let file = dir.appendingPathComponent("m.st.zst").path
+        try source.write(to: file, metadata: ["producer": "test"])
+        XCTAssertTrue(isZstdFile(path: file))
+        let copy = try Model.open(file)
+        XCTAssertEqual(copy.config, source.config)
+        XCTAssertEqual(try copy.fingerprint(), try source.fingerprint())
+        XCTAssertEqual(copy.tensorNames, source.tensorNames)
+        for name in source.tensorNames { XCTAssertEqual(try copy.floats(name), try source.floats(name), name) }
+
+        let hf = dir.appendingPathComponent("hf").path
+        try source.exportHuggingFace(to: hf)
+        let back = try Model.open(hf)
+        let tokens: [Int32] = [3, 14, 15, 92, 65, 35, 89, 79]
+        XCTAssertEqual(try Runner(model: back, maxPositions: 8).logits(tokens),
+                       try Runner(model: source, maxPositions: 8).logits(tokens))
+    }
+
+    func testNonUniformModelRefusesHuggingFaceExport() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_nonuniform.safetensors").path)
+        XCTAssertThrowsError(try model.exportHuggingFace(to: Fixtures.temporaryDirectory().path)) {
+            XCTAssertTrue("\($0)".contains("transformers cannot hold per-layer widths"), "\($0)")
+        }
+    }
+
+    /// Every tensor transformers loads from the SmolLM2 GGUF (q/k rows un-permuted) is equal, bit
+    /// for bit, to what PruneKit imports (scripts/reference/model_reference.py state).
+    func testSmolLM2ImportEqualsTransformers() throws {
+        struct State: Decodable {
+            struct Row: Decodable { var shape: [Int]; var sha256: String }
+            var tensors: [String: Row]
+        }
+        let state = try JSONDecoder().decode(
+            State.self, from: Data(contentsOf: Fixtures.url("model/smollm2_state.json")))
+        let model = try Model.open(try Fixtures.requireModel())
+        XCTAssertEqual(model.config.headCounts, Array(repeating: 9, count: 30))
+        XCTAssertEqual(model.config.kvHeadCounts, Array(repeating: 3, count: 30))
+        var expected = state.tensors
+        if model.config.tieWordEmbeddings { expected.removeValue(forKey: "lm_head.weight") }
+        XCTAssertEqual(Set(model.tensorNames), Set(expected.keys))
+        for name in model.tensorNames {
+            guard let row = expected[name] else { continue }
+            XCTAssertEqual(model.shape(name), row.shape, name)
+            let digest = try model.floats(name).withUnsafeBytes { SHA256.hexDigest($0) }
+            XCTAssertEqual(digest, row.sha256, "\(name) differs from transformers' tensor")
+        }
+    }
+}
