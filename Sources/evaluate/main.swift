@@ -114,14 +114,14 @@ struct Evaluate: ParsableCommand {
             return (path, stream, stream.windows(length: T, limit: limit))
         }
         let dataset = EvaluationDataset(ppl ?? "")
-        guard let json = model.tokenizerJSON else {
-            throw DatasetError(.badData, "\(self.model): the model has no tokenizer")
-        }
-        let tokenizer = try Tokenizer(json: Data(json.utf8))
         let text = try dataset.text()
         guard !text.isEmpty else {
             throw DatasetError(.badData, "\(dataset.name): the text is empty")
         }
+        guard let json = model.tokenizerJSON else {
+            throw DatasetError(.badData, "\(self.model): the model has no tokenizer")
+        }
+        let tokenizer = try Tokenizer(json: Data(json.utf8))
         let stream = TokenStream(text: text, tokenizer: tokenizer)
         if let dumpTokens {
             try checkBinaryOutput(dumpTokens)

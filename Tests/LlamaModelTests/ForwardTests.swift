@@ -48,7 +48,9 @@ final class ForwardTests: XCTestCase {
         let together = try runner.windowNLL(windows)
         runner.batchRows = 19  // one window per batch
         let apart = try runner.windowNLL(windows)
-        XCTAssertEqual(together, apart)
+        // sgemm blocks differently for other row counts, so equal up to float32 rounding.
+        assertAllClose(together, apart, atol: 0, rtol: 1e-6)
+        XCTAssertEqual(try runner.windowNLL(windows), apart, "same inputs, same bits")
     }
 }
 

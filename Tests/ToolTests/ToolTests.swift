@@ -62,7 +62,7 @@ final class ToolTests: XCTestCase {
 
     func testEvaluateErrors() throws {
         let model = Fixtures.url("model/tiny_uniform.safetensors").path
-        var r = try runTool("evaluate", ["--model", model, "--ppl", "nosuchset"])
+        var r = try runTool("evaluate", ["--model", model, "--ppl", "nosuchset", "--seqlen", "16"])
         XCTAssertEqual(r.status, 66, r.stderr)
         XCTAssertTrue(r.stderr.contains("nosuchset: no such file"), r.stderr)
 
@@ -73,7 +73,7 @@ final class ToolTests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         let empty = dir.appendingPathComponent("empty.txt")
         try Data().write(to: empty)
-        r = try runTool("evaluate", ["--model", model, "--ppl", empty.path])
+        r = try runTool("evaluate", ["--model", model, "--ppl", empty.path, "--seqlen", "16"])
         XCTAssertEqual(r.status, 65, r.stderr)
         XCTAssertTrue(r.stderr.contains("the text is empty"), r.stderr)
 
@@ -100,5 +100,23 @@ final class ToolTests: XCTestCase {
             guard let ref = refs["\(dataset)_T512_limit\(limit)"] else { XCTFail(dataset); continue }
             XCTAssertEqual(ppl, ref.ppl, accuracy: ref.ppl * 5e-4, dataset)
         }
+    }
+}
+
+final class TokenizeToolTests: XCTestCase {
+    func testEncodeDecodeAndErrors() throws {
+        let model = try Fixtures.requireModel()
+        let text = Data("Hello world 123\n".utf8)
+        let r = try runTool("tokenize", ["--model", model, "-"], stdin: text)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        // Reference ids of transformers' tokenizer for this GGUF.
+        XCTAssertEqual(r.stdoutText, "19556 905 216 33 34 35 198\n")
+        let back = try runTool("tokenize", ["--model", model, "--decode", "-"], stdin: r.stdout)
+        XCTAssertEqual(back.stdout, text)
+        let bad = try runTool("tokenize", ["--model", model, "--decode", "-"], stdin: Data("12 x".utf8))
+        XCTAssertEqual(bad.status, 65)
+        XCTAssertTrue(bad.stderr.contains("'x' is not a token id"), bad.stderr)
+        let missing = try runTool("tokenize", ["--model", "/nonexistent"], stdin: text)
+        XCTAssertEqual(missing.status, 66, missing.stderr)
     }
 }
