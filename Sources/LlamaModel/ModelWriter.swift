@@ -21,8 +21,9 @@ public final class ModelWriter {
         meta["config"] = try config.jsonString()
         if let tokenizerJSON { meta["tokenizer"] = tokenizerJSON }
         entries = tensors.map { TensorEntry(name: $0.name, dtype: dtype($0.name), shape: $0.shape) }
+        // Level 1: float weights barely compress (F32 ~8%), so speed matters more than ratio.
         writer = try TensorFileWriter(path: path, entries: entries, metadata: meta,
-                                      compress: compress)
+                                      compress: compress, level: 1)
     }
 
     public func write(_ name: String, _ values: [Float]) throws {
