@@ -32,8 +32,16 @@ public final class Tokenizer: @unchecked Sendable {
 
     public var vocabularySize: Int { tokens.count }
 
+    /// LLaMA-3: a piece that is a whole vocabulary entry is taken as it is, unmerged.
+    let ignoreMerges: Bool
+    /// Qwen2's tokenizer.json normalises the text to NFC first.
+    let normalizesNFC: Bool
+
     init(tokens: [String], merges: [(String, String)], added: [(String, Int32, Bool)],
-         pre: PreTokenizerKind, bos: Int32?, eos: Int32?, addsBOS: Bool) throws {
+         pre: PreTokenizerKind, bos: Int32?, eos: Int32?, addsBOS: Bool,
+         ignoreMerges: Bool = false, normalizesNFC: Bool = false) throws {
+        self.ignoreMerges = ignoreMerges
+        self.normalizesNFC = normalizesNFC
         self.tokens = tokens
         var vocab: [String: Int32] = [:]
         vocab.reserveCapacity(tokens.count)
@@ -106,9 +114,11 @@ public final class Tokenizer: @unchecked Sendable {
     /// Pre-tokenises and BPE-encodes text that holds no added token.
     private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [Int32]) {
         guard !bytes.isEmpty else { return }
-        let scalars = Array(String(decoding: bytes, as: UTF8.self).unicodeScalars)
+        var text = String(decoding: bytes, as: UTF8.self)
+        if normalizesNFC { text = text.precomposedStringWithCanonicalMapping }
+        let scalars = Array(text.unicodeScalars)
         var piece: [UInt8] = []
-        for range in splitGPT2(scalars) {
+        for range in pre.split(scalars) {
             piece.removeAll(keepingCapacity: true)
             for s in scalars[range] { piece.append(contentsOf: UTF8.encode(s)!) }
             lock.lock()
@@ -117,6 +127,14 @@ public final class Tokenizer: @unchecked Sendable {
             if let cached {
                 out.append(contentsOf: cached)
                 continue
+            }
+            if ignoreMerges {
+                var word = String.UnicodeScalarView()
+                for b in piece { word.append(byteToUnicode[Int(b)]) }
+                if let id = vocab[String(word)] {
+                    out.append(id)
+                    continue
+                }
             }
             var symbols = piece.compactMap { b -> Int32? in
                 let id = byteSymbols[Int(b)]

@@ -33,15 +33,31 @@ extension Tokenizer {
         }
         let root: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(),
-            "added_tokens": added, "normalizer": NSNull(), "pre_tokenizer": byteLevel,
+            "added_tokens": added,
+            "normalizer": normalizesNFC ? ["type": "NFC"] as Any : NSNull(),
+            "pre_tokenizer": preTokenizerJSON(byteLevel),
             "post_processor": post, "decoder": byteLevel,
             "model": [
                 "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(),
                 "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
-                "byte_fallback": false, "ignore_merges": false, "vocab": vocab,
+                "byte_fallback": false, "ignore_merges": ignoreMerges, "vocab": vocab,
                 "merges": mergeList.map { [$0.0, $0.1] },
             ] as [String: Any],
         ]
         return try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
+    }
+
+    private func preTokenizerJSON(_ byteLevel: [String: Any]) -> Any {
+        guard let pattern = pre.splitPattern else { return byteLevel }
+        var noRegex = byteLevel
+        noRegex["use_regex"] = false
+        return [
+            "type": "Sequence",
+            "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": pattern], "behavior": "Isolated",
+                 "invert": false] as [String: Any],
+                noRegex,
+            ],
+        ] as [String: Any]
     }
 }

@@ -16,7 +16,11 @@ extension Tokenizer {
         if (model["byte_fallback"] as? Bool) == true {
             throw TokenizerError("tokenizer.json: SentencePiece-style BPE (byte_fallback) is not supported yet")
         }
-        try Self.checkByteLevel(root["pre_tokenizer"])
+        let pre = try Self.preTokenizer(root["pre_tokenizer"])
+        let nfc = ((root["normalizer"] as? [String: Any])?["type"] as? String) == "NFC"
+        if let norm = root["normalizer"] as? [String: Any], !nfc {
+            throw TokenizerError("tokenizer.json: normalizer \(norm["type"] ?? "?") is not supported yet")
+        }
         var added: [(String, Int32, Bool)] = []
         var size = (vocab.values.max() ?? -1) + 1
         for token in root["added_tokens"] as? [[String: Any]] ?? [] {
@@ -63,20 +67,32 @@ extension Tokenizer {
             bos = Int32(id)
             addsBOS = true
         }
-        try self.init(tokens: tokens, merges: merges, added: added, pre: .gpt2, bos: bos,
-                      eos: nil, addsBOS: addsBOS)
+        try self.init(tokens: tokens, merges: merges, added: added, pre: pre, bos: bos,
+                      eos: nil, addsBOS: addsBOS,
+                      ignoreMerges: (model["ignore_merges"] as? Bool) ?? false, normalizesNFC: nfc)
     }
 
-    private static func checkByteLevel(_ pre: Any?) throws {
+    /// GPT-2's ByteLevel regex, or a Split with LLaMA-3's or Qwen2's regex before a ByteLevel
+    /// without regex.
+    private static func preTokenizer(_ pre: Any?) throws -> PreTokenizerKind {
         guard let p = pre as? [String: Any], let type = p["type"] as? String else {
             throw TokenizerError("tokenizer.json: no pre_tokenizer; only byte-level BPE is supported")
         }
         if type == "ByteLevel", (p["use_regex"] as? Bool) ?? true,
            (p["add_prefix_space"] as? Bool) != true {
-            return
+            return .gpt2
+        }
+        if type == "Sequence", let items = p["pretokenizers"] as? [[String: Any]], items.count == 2,
+           (items[0]["type"] as? String) == "Split",
+           let pattern = (items[0]["pattern"] as? [String: Any])?["Regex"] as? String,
+           (items[1]["type"] as? String) == "ByteLevel", (items[1]["use_regex"] as? Bool) == false
+        {
+            for kind in [PreTokenizerKind.llama3, .qwen2] where kind.splitPattern == pattern {
+                return kind
+            }
         }
         throw TokenizerError(
-            "tokenizer.json: pre-tokenizer \(type) is not supported yet (only GPT-2's ByteLevel regex)")
+            "tokenizer.json: pre-tokenizer \(type) is not supported yet (GPT-2, LLaMA-3, Qwen2 byte-level)")
     }
 
     /// From GGUF metadata: `tokenizer.ggml.model` "gpt2" with a GPT-2-pattern pre-tokenizer
@@ -87,8 +103,14 @@ extension Tokenizer {
             throw TokenizerError("GGUF tokenizer model '\(model)' is not supported yet (only gpt2 byte-level BPE)")
         }
         let preName = meta["tokenizer.ggml.pre"]?.string ?? "default"
-        guard ["gpt-2", "smollm", "default"].contains(preName) else {
-            throw TokenizerError("GGUF pre-tokenizer '\(preName)' is not supported yet (gpt-2, smollm)")
+        let pre: PreTokenizerKind
+        switch preName {
+        case "gpt-2", "smollm", "default": pre = .gpt2
+        case "llama-bpe", "llama3": pre = .llama3
+        case "qwen2": pre = .qwen2
+        default:
+            throw TokenizerError(
+                "GGUF pre-tokenizer '\(preName)' is not supported yet (gpt-2, smollm, llama-bpe, qwen2)")
         }
         guard let tokens = meta["tokenizer.ggml.tokens"]?.strings, !tokens.isEmpty else {
             throw TokenizerError("GGUF has no tokenizer.ggml.tokens")
@@ -112,7 +134,9 @@ extension Tokenizer {
         let bos = meta["tokenizer.ggml.bos_token_id"]?.int.map { Int32($0) }
         let eos = meta["tokenizer.ggml.eos_token_id"]?.int.map { Int32($0) }
         let addsBOS = meta["tokenizer.ggml.add_bos_token"]?.bool ?? false
-        try self.init(tokens: tokens, merges: merges, added: added, pre: .gpt2, bos: bos, eos: eos,
-                      addsBOS: addsBOS)
+        // As llama.cpp: LLaMA-3 ignores merges for whole-vocabulary pieces; Qwen2's Hugging Face
+        // tokenizer normalises to NFC.
+        try self.init(tokens: tokens, merges: merges, added: added, pre: pre, bos: bos, eos: eos,
+                      addsBOS: addsBOS, ignoreMerges: pre == .llama3, normalizesNFC: pre == .qwen2)
     }
 }

@@ -36,10 +36,22 @@ final class VocabularyTests: XCTestCase {
         try check(try Tokenizer(json: try tokenizer.tokenizerJSON()), "gpt-2")
     }
 
+    func testLlama3FromGGUFAndFromItsTokenizerJSON() throws {
+        let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-llama-bpe.gguf").path)
+        let tokenizer = try Tokenizer(gguf: file.metadata)
+        try check(tokenizer, "llama-bpe")
+        try check(try Tokenizer(json: try tokenizer.tokenizerJSON()), "llama-bpe")
+    }
+
+    func testQwen2FromGGUFAndFromItsTokenizerJSON() throws {
+        let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-qwen2.gguf").path)
+        let tokenizer = try Tokenizer(gguf: file.metadata)
+        try check(tokenizer, "qwen2")
+        try check(try Tokenizer(json: try tokenizer.tokenizerJSON()), "qwen2")
+    }
+
     func testUnsupportedFamiliesAreRefusedByName() throws {
-        for (name, fragment) in [("llama-spm", "GGUF tokenizer model 'llama' is not supported yet"),
-                                 ("llama-bpe", "GGUF pre-tokenizer 'llama-bpe' is not supported yet"),
-                                 ("qwen2", "GGUF pre-tokenizer 'qwen2' is not supported yet")] {
+        for (name, fragment) in [("llama-spm", "GGUF tokenizer model 'llama' is not supported yet")] {
             let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-\(name).gguf").path)
             XCTAssertThrowsError(try Tokenizer(gguf: file.metadata)) {
                 XCTAssertTrue("\($0)".contains(fragment), "\($0)")
