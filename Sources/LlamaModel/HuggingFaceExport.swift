@@ -112,12 +112,10 @@ extension Model {
 
 /// id → content of the added tokens of a tokenizer.json.
 private func specialTokenContents(_ json: String) -> [Int: String] {
-    guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
-          let added = object["added_tokens"] as? [[String: Any]]
-    else { return [:] }
+    guard let added = (try? JSONValue.parse(Array(json.utf8)))?["added_tokens"]?.items else { return [:] }
     var out: [Int: String] = [:]
     for token in added {
-        if let id = token["id"] as? Int, let content = token["content"] as? String {
+        if let id = token["id"]?.int, let content = token["content"]?.string {
             out[id] = content
         }
     }

@@ -1,11 +1,13 @@
-// A strict JSON reader (RFC 8259) for safetensors headers, and the writer's string escaping.
+// A strict JSON reader (RFC 8259) for safetensors headers and tokenizer.json, and a writer.
 //
 // Written here rather than using JSONSerialization because that silently keeps one of two
 // duplicate keys, and a header with two entries of the same name must be refused. Numbers keep
-// their text so that integers are checked exactly (no detour through Double).
+// their text so that integers are checked exactly (no detour through Double). Keys are compared
+// by their exact code points, not by Swift's canonical equivalence: a SentencePiece vocabulary
+// holds both U+03AF and U+1F77, which `String ==` and Foundation's dictionaries take as one.
 
 /// A parsed JSON value; objects keep their members in order.
-indirect enum JSONValue {
+public indirect enum JSONValue {
     case object([(key: String, value: JSONValue)])
     case array([JSONValue])
     case string(String)
@@ -13,7 +15,7 @@ indirect enum JSONValue {
     case bool(Bool)
     case null
 
-    var kindName: String {
+    public var kindName: String {
         switch self {
         case .object: return "an object"
         case .array: return "an array"
@@ -25,20 +27,21 @@ indirect enum JSONValue {
     }
 }
 
-struct JSONSyntaxError: Error {
-    var offset: Int
-    var message: String
+public struct JSONSyntaxError: Error, CustomStringConvertible {
+    public var offset: Int
+    public var message: String
+    public var description: String { "invalid JSON at byte \(offset): \(message)" }
 }
 
 /// Parses one JSON value filling `bytes` (whitespace around it allowed, nothing else).
 /// Duplicate keys in any object are an error.
-struct JSONParser {
+public struct JSONParser {
     private let b: UnsafeRawBufferPointer
     private var i = 0
     private var depth = 0
     private let maxDepth = 64
 
-    static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
+    public static func parse(_ bytes: UnsafeRawBufferPointer) throws -> JSONValue {
         var p = JSONParser(b: bytes)
         p.skipSpace()
         let v = try p.value()
@@ -61,14 +64,14 @@ struct JSONParser {
 
     private mutating func expect(_ c: UInt8, _ what: String) throws {
         skipSpace()
-        guard i < b.count else { throw fail("unexpected end of the header, expected \(what)") }
+        guard i < b.count else { throw fail("unexpected end of the JSON text, expected \(what)") }
         guard b[i] == c else { throw fail("expected \(what), found '\(shown(b[i]))'") }
         i += 1
     }
 
     private mutating func value() throws -> JSONValue {
         skipSpace()
-        guard i < b.count else { throw fail("unexpected end of the header, expected a value") }
+        guard i < b.count else { throw fail("unexpected end of the JSON text, expected a value") }
         switch b[i] {
         case UInt8(ascii: "{"): return try object()
         case UInt8(ascii: "["): return try array()
@@ -97,7 +100,7 @@ struct JSONParser {
         try nest()
         i += 1
         var members: [(key: String, value: JSONValue)] = []
-        var seen = Set<String>()
+        var seen = Set<[UInt8]>()
         skipSpace()
         if i < b.count, b[i] == UInt8(ascii: "}") {
             i += 1
@@ -108,18 +111,18 @@ struct JSONParser {
             skipSpace()
             guard i < b.count, b[i] == UInt8(ascii: "\"") else {
                 throw fail(i < b.count ? "expected a string key, found '\(shown(b[i]))'"
-                                       : "unexpected end of the header, expected a key")
+                                       : "unexpected end of the JSON text, expected a key")
             }
             let keyStart = i
             let key = try string()
-            guard seen.insert(key).inserted else {
+            guard seen.insert(Array(key.utf8)).inserted else {
                 i = keyStart
                 throw JSONSyntaxError(offset: keyStart, message: "duplicate key '\(key)'")
             }
             try expect(UInt8(ascii: ":"), "':' after the key '\(key)'")
             members.append((key, try value()))
             skipSpace()
-            guard i < b.count else { throw fail("unexpected end of the header inside an object") }
+            guard i < b.count else { throw fail("unexpected end of the JSON text inside an object") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
             if b[i] == UInt8(ascii: "}") { i += 1; break }
             throw fail("expected ',' or '}' in an object, found '\(shown(b[i]))'")
@@ -141,7 +144,7 @@ struct JSONParser {
         while true {
             items.append(try value())
             skipSpace()
-            guard i < b.count else { throw fail("unexpected end of the header inside an array") }
+            guard i < b.count else { throw fail("unexpected end of the JSON text inside an array") }
             if b[i] == UInt8(ascii: ",") { i += 1; continue }
             if b[i] == UInt8(ascii: "]") { i += 1; break }
             throw fail("expected ',' or ']' in an array, found '\(shown(b[i]))'")

@@ -74,3 +74,16 @@ func bpeMerge(_ symbols: inout [Int32], merges: MergeTable) {
         if symbols.count == 1 { return }
     }
 }
+
+/// A token string as a dictionary key compared by its exact code points. Swift's `String ==`
+/// uses canonical equivalence, under which distinct vocabulary entries (LLaMA's U+03AF and
+/// U+1F77, say) would collide.
+struct Exact: Hashable {
+    let text: String
+    init(_ text: String) { self.text = text }
+    static func == (a: Exact, b: Exact) -> Bool { a.text.utf8.elementsEqual(b.text.utf8) }
+    func hash(into hasher: inout Hasher) {
+        var t = text
+        t.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
+    }
+}

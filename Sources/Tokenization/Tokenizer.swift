@@ -8,13 +8,14 @@ public struct TokenizerError: DiagnosedError {
     public var description: String { message }
 }
 
-/// A byte-level BPE tokenizer (GPT-2 family: GPT-2, SmolLM2), built from a Hugging Face
-/// tokenizer.json or from GGUF metadata (`tokenizer.ggml.*`), with its added/special tokens.
-/// Encoding equals Hugging Face `tokenizers`; other families are refused with a clear message.
+/// A BPE tokenizer, byte-level (GPT-2, SmolLM2, LLaMA-3, Qwen2) or SentencePiece-style with
+/// byte fallback (LLaMA-1/2, Mistral), built from a Hugging Face tokenizer.json or from GGUF
+/// metadata (`tokenizer.ggml.*`), with its added/special tokens. Encoding equals Hugging Face
+/// `tokenizers`; other families are refused with a clear message.
 public final class Tokenizer: @unchecked Sendable {
     /// id → token string (byte-level characters).
     let tokens: [String]
-    let vocab: [String: Int32]
+    let vocab: [Exact: Int32]
     let merges: MergeTable
     /// The merges in rank order, as read (for writing tokenizer.json).
     let mergeList: [(String, String)]
@@ -36,20 +37,24 @@ public final class Tokenizer: @unchecked Sendable {
     let ignoreMerges: Bool
     /// Qwen2's tokenizer.json normalises the text to NFC first.
     let normalizesNFC: Bool
+    /// Set for a SentencePiece-style tokenizer (then `pre` and `byteSymbols` are unused).
+    let sentencePiece: SentencePieceModel?
 
     init(tokens: [String], merges: [(String, String)], added: [(String, Int32, Bool)],
          pre: PreTokenizerKind, bos: Int32?, eos: Int32?, addsBOS: Bool,
-         ignoreMerges: Bool = false, normalizesNFC: Bool = false) throws {
+         ignoreMerges: Bool = false, normalizesNFC: Bool = false,
+         sentencePiece: SentencePieceModel? = nil) throws {
+        self.sentencePiece = sentencePiece
         self.ignoreMerges = ignoreMerges
         self.normalizesNFC = normalizesNFC
         self.tokens = tokens
-        var vocab: [String: Int32] = [:]
+        var vocab: [Exact: Int32] = [:]
         vocab.reserveCapacity(tokens.count)
-        for (i, t) in tokens.enumerated() where vocab[t] == nil { vocab[t] = Int32(i) }
+        for (i, t) in tokens.enumerated() where vocab[Exact(t)] == nil { vocab[Exact(t)] = Int32(i) }
         self.vocab = vocab
         var table = MergeTable()
         for (rank, (a, b)) in merges.enumerated() {
-            guard let ia = vocab[a], let ib = vocab[b], let im = vocab[a + b] else {
+            guard let ia = vocab[Exact(a)], let ib = vocab[Exact(b)], let im = vocab[Exact(a + b)] else {
                 throw TokenizerError("merge \(rank) '\(a) \(b)' names a token missing from the vocabulary")
             }
             table.add(ia, ib, merged: im, rank: Int32(rank))
@@ -59,8 +64,8 @@ public final class Tokenizer: @unchecked Sendable {
         var bytes: [Int32] = []
         // A byte without a token (SmolLM2 lacks a few control bytes) is dropped from the input,
         // as Hugging Face's BPE drops characters it cannot map when there is no unk token.
-        for b in 0..<256 { bytes.append(vocab[String(Character(byteToUnicode[b]))] ?? -1) }
-        guard bytes.filter({ $0 >= 0 }).count >= 128 else {
+        for b in 0..<256 { bytes.append(vocab[Exact(String(Character(byteToUnicode[b])))] ?? -1) }
+        guard sentencePiece != nil || bytes.filter({ $0 >= 0 }).count >= 128 else {
             throw TokenizerError("the vocabulary lacks most byte-level tokens; not a byte-level BPE vocabulary")
         }
         byteSymbols = bytes
@@ -98,7 +103,8 @@ public final class Tokenizer: @unchecked Sendable {
                            && c.bytes.indices.allSatisfy { bytes[i + $0] == c.bytes[$0] }
                    })
                 {
-                    encodeText(UnsafeBufferPointer(rebasing: bytes[segmentStart..<i]), into: &out)
+                    encodeText(UnsafeBufferPointer(rebasing: bytes[segmentStart..<i]), atStart: segmentStart == 0,
+                               into: &out)
                     out.append(match.id)
                     i += match.bytes.count
                     segmentStart = i
@@ -106,15 +112,21 @@ public final class Tokenizer: @unchecked Sendable {
                     i += 1
                 }
             }
-            encodeText(UnsafeBufferPointer(rebasing: bytes[segmentStart..<bytes.count]), into: &out)
+            encodeText(UnsafeBufferPointer(rebasing: bytes[segmentStart..<bytes.count]), atStart: segmentStart == 0,
+                       into: &out)
         }
         return out
     }
 
     /// Pre-tokenises and BPE-encodes text that holds no added token.
-    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [Int32]) {
+    private func encodeText(_ bytes: UnsafeBufferPointer<UInt8>, atStart: Bool, into out: inout [Int32]) {
         guard !bytes.isEmpty else { return }
         var text = String(decoding: bytes, as: UTF8.self)
+        if let spm = sentencePiece {
+            let symbols = spm.symbols(of: text[...].unicodeScalars, atStart: atStart)
+            out.append(contentsOf: bpeMergeHeap(symbols, merges: merges))
+            return
+        }
         if normalizesNFC { text = text.precomposedStringWithCanonicalMapping }
         let scalars = Array(text.unicodeScalars)
         var piece: [UInt8] = []
@@ -131,7 +143,7 @@ public final class Tokenizer: @unchecked Sendable {
             if ignoreMerges {
                 var word = String.UnicodeScalarView()
                 for b in piece { word.append(byteToUnicode[Int(b)]) }
-                if let id = vocab[String(word)] {
+                if let id = vocab[Exact(String(word))] {
                     out.append(id)
                     continue
                 }
@@ -159,6 +171,16 @@ public final class Tokenizer: @unchecked Sendable {
                 if !(skipSpecialTokens && a.special) { bytes.append(contentsOf: a.content.utf8) }
                 continue
             }
+            if let spm = sentencePiece {
+                if let bt = spm.byteTokens, let b = spm.byteValue(of: tokens[Int(id)]), bt[Int(b)] == id {
+                    bytes.append(b)
+                    continue
+                }
+                for s in tokens[Int(id)].unicodeScalars {
+                    bytes.append(contentsOf: UTF8.encode(s == SentencePieceModel.space ? " " : s)!)
+                }
+                continue
+            }
             for s in tokens[Int(id)].unicodeScalars {
                 if let b = unicodeToByte[s.value] {
                     bytes.append(b)
@@ -167,6 +189,8 @@ public final class Tokenizer: @unchecked Sendable {
                 }
             }
         }
+        // The SentencePiece decoder strips the one space the prefix put before the text.
+        if let spm = sentencePiece, spm.prefix != .never, bytes.first == 0x20 { bytes.removeFirst() }
         return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -2,41 +2,53 @@ import Foundation
 import TensorIO
 
 extension Tokenizer {
-    /// From a Hugging Face tokenizer.json with a BPE model and a byte-level pre-tokenizer.
+    /// From a Hugging Face tokenizer.json with a BPE model: byte-level (GPT-2, LLaMA-3 or Qwen2
+    /// pre-tokenizer) or SentencePiece-style (LLaMA normaliser or Metaspace, byte fallback).
     public convenience init(json: Data) throws {
-        guard let root = try? JSONSerialization.jsonObject(with: json) as? [String: Any] else {
-            throw TokenizerError("tokenizer.json is not a JSON object")
+        let root: JSONValue
+        do { root = try JSONValue.parse([UInt8](json)) } catch let e as JSONSyntaxError {
+            throw TokenizerError("tokenizer.json: \(e)")
         }
-        guard let model = root["model"] as? [String: Any], (model["type"] as? String) == "BPE" else {
-            throw TokenizerError("tokenizer.json: only BPE models are supported, got \((root["model"] as? [String: Any])?["type"] ?? "none")")
+        guard root.members != nil else { throw TokenizerError("tokenizer.json is not a JSON object") }
+        guard let model = root["model"], model["type"]?.string == "BPE" else {
+            throw TokenizerError("tokenizer.json: only BPE models are supported, got \(root["model"]?["type"]?.string ?? "none")")
         }
-        guard let vocab = model["vocab"] as? [String: Int] else {
+        guard let vocab = model["vocab"]?.members else {
             throw TokenizerError("tokenizer.json: model.vocab is missing")
         }
-        if (model["byte_fallback"] as? Bool) == true {
-            throw TokenizerError("tokenizer.json: SentencePiece-style BPE (byte_fallback) is not supported yet")
+        let spmPrefix = try Self.sentencePiecePrefix(root)
+        let byteFallback = model["byte_fallback"]?.bool ?? false
+        if byteFallback && spmPrefix == nil {
+            throw TokenizerError("tokenizer.json: byte_fallback without a SentencePiece-style normaliser or Metaspace pre-tokenizer is not supported")
         }
-        let pre = try Self.preTokenizer(root["pre_tokenizer"])
-        let nfc = ((root["normalizer"] as? [String: Any])?["type"] as? String) == "NFC"
-        if let norm = root["normalizer"] as? [String: Any], !nfc {
-            throw TokenizerError("tokenizer.json: normalizer \(norm["type"] ?? "?") is not supported yet")
+        let pre = spmPrefix != nil ? PreTokenizerKind.gpt2 : try Self.preTokenizer(root["pre_tokenizer"])
+        let nfc = root["normalizer"]?["type"]?.string == "NFC"
+        if spmPrefix == nil, let norm = root["normalizer"], !norm.isNull, !nfc {
+            throw TokenizerError("tokenizer.json: normalizer \(norm["type"]?.string ?? "?") is not supported yet")
         }
         var added: [(String, Int32, Bool)] = []
-        var size = (vocab.values.max() ?? -1) + 1
-        for token in root["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let id = token["id"] as? Int, let content = token["content"] as? String else {
-                throw TokenizerError("tokenizer.json: an added token lacks id or content")
+        var size = 0
+        var ids: [(String, Int)] = []
+        ids.reserveCapacity(vocab.count)
+        for (t, v) in vocab {
+            guard let id = v.int, id >= 0, id < 10_000_000 else {
+                throw TokenizerError("tokenizer.json: token '\(t)' has id \(v.kindName), not an id in 0..<10000000")
             }
-            added.append((content, Int32(id), token["special"] as? Bool ?? false))
+            ids.append((t, id))
             size = max(size, id + 1)
         }
-        guard size > 0, size <= 10_000_000 else {
-            throw TokenizerError("tokenizer.json: vocabulary size \(size) is out of range")
+        for token in root["added_tokens"]?.items ?? [] {
+            guard let id = token["id"]?.int, id >= 0, id < 10_000_000, let content = token["content"]?.string else {
+                throw TokenizerError("tokenizer.json: an added token lacks id or content")
+            }
+            added.append((content, Int32(id), token["special"]?.bool ?? false))
+            size = max(size, id + 1)
         }
+        guard size > 0 else { throw TokenizerError("tokenizer.json: the vocabulary is empty") }
         var tokens = [String](repeating: "", count: size)
         var filled = [Bool](repeating: false, count: size)
-        for (t, id) in vocab {
-            guard id >= 0 else { throw TokenizerError("tokenizer.json: token '\(t)' has negative id \(id)") }
+        for (t, id) in ids {
+            guard !filled[id] else { throw TokenizerError("tokenizer.json: id \(id) is given to two tokens") }
             tokens[id] = t
             filled[id] = true
         }
@@ -45,47 +57,94 @@ extension Tokenizer {
             filled[Int(id)] = true
         }
         var merges: [(String, String)] = []
-        for (i, m) in (model["merges"] as? [Any] ?? []).enumerated() {
-            if let text = m as? String {
+        for (i, m) in (model["merges"]?.items ?? []).enumerated() {
+            if let text = m.string {
                 let parts = text.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
                 guard parts.count == 2 else { throw TokenizerError("tokenizer.json: merge \(i) '\(text)' is not 'a b'") }
                 merges.append((String(parts[0]), String(parts[1])))
-            } else if let pair = m as? [String], pair.count == 2 {
-                merges.append((pair[0], pair[1]))
+            } else if let pair = m.items, pair.count == 2, let a = pair[0].string, let b = pair[1].string {
+                merges.append((a, b))
             } else {
                 throw TokenizerError("tokenizer.json: merge \(i) is neither 'a b' nor [a, b]")
             }
         }
         // BOS: the special token a TemplateProcessing post-processor puts before the sequence.
         var bos: Int32? = nil, addsBOS = false
-        if let post = root["post_processor"] as? [String: Any], (post["type"] as? String) == "TemplateProcessing",
-           let single = post["single"] as? [[String: Any]], let first = single.first,
-           let special = first["SpecialToken"] as? [String: Any], let name = special["id"] as? String,
-           let map = post["special_tokens"] as? [String: Any], let entry = map[name] as? [String: Any],
-           let ids = entry["ids"] as? [Int], let id = ids.first
+        if let post = root["post_processor"], post["type"]?.string == "TemplateProcessing",
+           let name = post["single"]?.items?.first?["SpecialToken"]?["id"]?.string,
+           let id = post["special_tokens"]?[name]?["ids"]?.items?.first?.int
         {
             bos = Int32(id)
             addsBOS = true
         }
+        var spm: SentencePieceModel? = nil
+        if let spmPrefix {
+            var unknown: Int32? = nil
+            if let name = model["unk_token"]?.string {
+                guard let id = tokens.firstIndex(where: { $0.utf8.elementsEqual(name.utf8) }) else {
+                    throw TokenizerError("tokenizer.json: unk_token '\(name)' is not in the vocabulary")
+                }
+                unknown = Int32(id)
+            }
+            if model["fuse_unk"]?.bool == false && unknown != nil {
+                throw TokenizerError("tokenizer.json: SentencePiece BPE without fuse_unk is not supported")
+            }
+            spm = SentencePieceModel(tokens: tokens, byteFallback: byteFallback, unknown: unknown, prefix: spmPrefix)
+        }
         try self.init(tokens: tokens, merges: merges, added: added, pre: pre, bos: bos,
                       eos: nil, addsBOS: addsBOS,
-                      ignoreMerges: (model["ignore_merges"] as? Bool) ?? false, normalizesNFC: nfc)
+                      ignoreMerges: model["ignore_merges"]?.bool ?? false, normalizesNFC: nfc,
+                      sentencePiece: spm)
+    }
+
+    /// The SentencePiece-style front end, if this tokenizer.json has one: the legacy LLaMA
+    /// normaliser (Sequence of Prepend "▁" and Replace " " → "▁", no pre-tokenizer), or a
+    /// Metaspace pre-tokenizer ("▁", split false) with no normaliser.
+    private static func sentencePiecePrefix(_ root: JSONValue) throws -> SpacePrefix? {
+        let norm = root["normalizer"].flatMap { $0.isNull ? nil : $0 }
+        let pre = root["pre_tokenizer"].flatMap { $0.isNull ? nil : $0 }
+        func isReplaceSpace(_ n: JSONValue) -> Bool {
+            n["type"]?.string == "Replace" && n["pattern"]?["String"]?.string == " " && n["content"]?.string == "\u{2581}"
+        }
+        if let norm, norm["type"]?.string == "Sequence", let items = norm["normalizers"]?.items {
+            let prepends = items.count == 2 && items[0]["type"]?.string == "Prepend"
+                && items[0]["prepend"]?.string == "\u{2581}" && isReplaceSpace(items[1])
+            let replaceOnly = items.count == 1 && isReplaceSpace(items[0])
+            if prepends || replaceOnly {
+                guard pre == nil else {
+                    throw TokenizerError("tokenizer.json: a SentencePiece normaliser with a pre-tokenizer is not supported")
+                }
+                return prepends ? .always : .never
+            }
+            return nil
+        }
+        if norm == nil, let pre, pre["type"]?.string == "Metaspace" {
+            guard pre["replacement"]?.string == "\u{2581}", pre["split"]?.bool == false else {
+                throw TokenizerError("tokenizer.json: Metaspace pre-tokenizer other than '▁' without split is not supported")
+            }
+            switch pre["prepend_scheme"]?.string ?? (pre["add_prefix_space"]?.bool == false ? "never" : "always") {
+            case "always": return .metaspaceAlways
+            case "first": return .metaspaceFirst
+            case "never": return .never
+            case let other: throw TokenizerError("tokenizer.json: Metaspace prepend_scheme '\(other)' is unknown")
+            }
+        }
+        return nil
     }
 
     /// GPT-2's ByteLevel regex, or a Split with LLaMA-3's or Qwen2's regex before a ByteLevel
     /// without regex.
-    private static func preTokenizer(_ pre: Any?) throws -> PreTokenizerKind {
-        guard let p = pre as? [String: Any], let type = p["type"] as? String else {
+    private static func preTokenizer(_ pre: JSONValue?) throws -> PreTokenizerKind {
+        guard let p = pre, let type = p["type"]?.string else {
             throw TokenizerError("tokenizer.json: no pre_tokenizer; only byte-level BPE is supported")
         }
-        if type == "ByteLevel", (p["use_regex"] as? Bool) ?? true,
-           (p["add_prefix_space"] as? Bool) != true {
+        if type == "ByteLevel", p["use_regex"]?.bool ?? true, p["add_prefix_space"]?.bool != true {
             return .gpt2
         }
-        if type == "Sequence", let items = p["pretokenizers"] as? [[String: Any]], items.count == 2,
-           (items[0]["type"] as? String) == "Split",
-           let pattern = (items[0]["pattern"] as? [String: Any])?["Regex"] as? String,
-           (items[1]["type"] as? String) == "ByteLevel", (items[1]["use_regex"] as? Bool) == false
+        if type == "Sequence", let items = p["pretokenizers"]?.items, items.count == 2,
+           items[0]["type"]?.string == "Split",
+           let pattern = items[0]["pattern"]?["Regex"]?.string,
+           items[1]["type"]?.string == "ByteLevel", items[1]["use_regex"]?.bool == false
         {
             for kind in [PreTokenizerKind.llama3, .qwen2] where kind.splitPattern == pattern {
                 return kind
@@ -99,8 +158,12 @@ extension Tokenizer {
     /// (`tokenizer.ggml.pre` "gpt-2", "smollm" or "default").
     public convenience init(gguf meta: [String: GGUFValue]) throws {
         let model = meta["tokenizer.ggml.model"]?.string ?? "(none)"
+        if model == "llama" {
+            try self.init(sentencePieceGGUF: meta)
+            return
+        }
         guard model == "gpt2" else {
-            throw TokenizerError("GGUF tokenizer model '\(model)' is not supported yet (only gpt2 byte-level BPE)")
+            throw TokenizerError("GGUF tokenizer model '\(model)' is not supported yet (gpt2 byte-level BPE, llama SentencePiece BPE)")
         }
         let preName = meta["tokenizer.ggml.pre"]?.string ?? "default"
         let pre: PreTokenizerKind
@@ -138,5 +201,40 @@ extension Tokenizer {
         // tokenizer normalises to NFC.
         try self.init(tokens: tokens, merges: merges, added: added, pre: pre, bos: bos, eos: eos,
                       addsBOS: addsBOS, ignoreMerges: pre == .llama3, normalizesNFC: pre == .qwen2)
+    }
+
+    /// From GGUF metadata of `tokenizer.ggml.model` "llama" (SentencePiece BPE with byte
+    /// fallback): merges generated from `tokenizer.ggml.scores` as transformers does; unknown
+    /// (2), control (3) and user-defined (4) tokens are added tokens; "▁" goes before the text
+    /// unless `tokenizer.ggml.add_space_prefix` is false.
+    private convenience init(sentencePieceGGUF meta: [String: GGUFValue]) throws {
+        guard let tokens = meta["tokenizer.ggml.tokens"]?.strings, !tokens.isEmpty else {
+            throw TokenizerError("GGUF has no tokenizer.ggml.tokens")
+        }
+        guard let scores = meta["tokenizer.ggml.scores"]?.floats, scores.count == tokens.count else {
+            throw TokenizerError("GGUF tokenizer.ggml.scores is missing or not one score per token")
+        }
+        let types = meta["tokenizer.ggml.token_type"]?.ints ?? []
+        guard types.count == tokens.count else {
+            throw TokenizerError("GGUF tokenizer.ggml.token_type is missing or not one type per token")
+        }
+        var added: [(String, Int32, Bool)] = []
+        for (i, t) in types.enumerated() where t == 2 || t == 3 || t == 4 {
+            added.append((tokens[i], Int32(i), t != 4))
+        }
+        func id(_ key: String) throws -> Int32? {
+            guard let v = meta[key] else { return nil }
+            guard let i = v.int, i >= 0, i < tokens.count else {
+                throw TokenizerError("GGUF \(key) is not a token id of the vocabulary")
+            }
+            return Int32(i)
+        }
+        let unknown = try id("tokenizer.ggml.unknown_token_id") ?? types.firstIndex(of: 2).map { Int32($0) }
+        let prefix: SpacePrefix = (meta["tokenizer.ggml.add_space_prefix"]?.bool ?? true) ? .always : .never
+        let spm = SentencePieceModel(tokens: tokens, byteFallback: true, unknown: unknown, prefix: prefix)
+        try self.init(tokens: tokens, merges: SentencePieceModel.merges(tokens: tokens, scores: scores),
+                      added: added, pre: .gpt2, bos: try id("tokenizer.ggml.bos_token_id"),
+                      eos: try id("tokenizer.ggml.eos_token_id"),
+                      addsBOS: meta["tokenizer.ggml.add_bos_token"]?.bool ?? true, sentencePiece: spm)
     }
 }

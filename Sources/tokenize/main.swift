@@ -38,6 +38,10 @@ struct Tokenize: ParsableCommand {
     @Flag(name: .long, help: "Report throughput on standard error.")
     var stats = false
 
+    @Option(name: .customLong("write-json"),
+            help: "Write the equivalent Hugging Face tokenizer.json to this path instead of encoding.")
+    var writeJSON: String?
+
     func validate() throws {
         guard (model == nil) != (tokenizerJSON == nil) else {
             throw ValidationError("give exactly one of --model and --tokenizer-json")
@@ -47,6 +51,12 @@ struct Tokenize: ParsableCommand {
     func run() throws {
         do {
             let tokenizer = try loadTokenizer()
+            if let path = writeJSON {
+                do { try tokenizer.tokenizerJSON().write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+                    throw TensorIOError.io("\(path): \(error.localizedDescription)")
+                }
+                return
+            }
             let bytes = try readDataFile(input)
             guard let text = String(validating: bytes, as: UTF8.self) else {
                 throw TokenizerError("\(input): not UTF-8 text")

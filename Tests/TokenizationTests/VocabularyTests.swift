@@ -50,12 +50,40 @@ final class VocabularyTests: XCTestCase {
         try check(try Tokenizer(json: try tokenizer.tokenizerJSON()), "qwen2")
     }
 
-    func testUnsupportedFamiliesAreRefusedByName() throws {
-        for (name, fragment) in [("llama-spm", "GGUF tokenizer model 'llama' is not supported yet")] {
-            let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-\(name).gguf").path)
-            XCTAssertThrowsError(try Tokenizer(gguf: file.metadata)) {
-                XCTAssertTrue("\($0)".contains(fragment), "\($0)")
-            }
+    func testLlamaSentencePieceFromGGUFAndFromItsTokenizerJSON() throws {
+        let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-llama-spm.gguf").path)
+        let tokenizer = try Tokenizer(gguf: file.metadata)
+        try check(tokenizer, "llama-spm")
+        try check(try Tokenizer(json: try tokenizer.tokenizerJSON()), "llama-spm")
+        XCTAssertEqual(tokenizer.encode("Hello", addSpecialTokens: true), [1, 15043])
+    }
+
+    /// Ids from Hugging Face `tokenizers` on the tokenizer.json written from this GGUF: U+03AF and
+    /// U+1F77 are distinct entries that `String ==` takes as equal; added tokens split the text
+    /// and each segment gets its own "▁"; a byte without a token falls back to <0xXX>. Decoded
+    /// texts are Hugging Face's decodes of the same ids.
+    func testLlamaSentencePieceExactCodePointsAndSegments() throws {
+        let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-llama-spm.gguf").path)
+        let tokenizer = try Tokenizer(gguf: file.metadata)
+        let json = try Tokenizer(json: try tokenizer.tokenizerJSON())
+        XCTAssertEqual(json.vocabularySize, 32000)
+        let cases: [(String, [Int32])] = [
+            ("\u{03AF}", [29871, 30207]),
+            ("\u{1F77}", [29871, 30873]),
+            ("Ελληνικά \u{03AF}διο \u{1F77}διο",
+             [29871, 30311, 30142, 30142, 30183, 30133, 30136, 30173, 30216, 29871, 30207, 30201, 30136, 30123,
+              29871, 30873, 30201, 30136, 30123]),
+            ("a<s>b </s> c", [263, 1, 289, 29871, 2, 29871, 274]),
+            ("x\u{0}y", [921, 3, 29891]),
+            ("  <unk>ő", [1678, 0, 22294]),
+        ]
+        for (text, ids) in cases {
+            XCTAssertEqual(tokenizer.encode(text), ids, text.debugDescription)
+            XCTAssertEqual(json.encode(text), ids, text.debugDescription)
+            // Decoding puts back the "▁" of every segment, as Hugging Face does.
+            let decoded = ["a<s>b </s> c": "a<s> b </s>  c", "  <unk>ő": "  <unk> ő"][text] ?? text
+            XCTAssertEqual(tokenizer.decode(ids), decoded, text.debugDescription)
         }
+        XCTAssertEqual(tokenizer.decode([263, 1, 289, 29871, 2, 29871, 274], skipSpecialTokens: true), "a b   c")
     }
 }
