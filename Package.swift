@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Dependency order (enforced by the targets below):
-//   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  ToolSupport  →  tools
+//   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
+//   →  ToolSupport  →  tools
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
     .unsafeFlags(["-target-cpu", "haswell"]),
@@ -14,6 +15,7 @@ let package = Package(
     products: [
         .executable(name: "convert", targets: ["convert"]),
         .executable(name: "evaluate", targets: ["evaluate"]),
+        .executable(name: "calibrate", targets: ["calibrate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -28,12 +30,16 @@ let package = Package(
                 swiftSettings: fast),
         .target(name: "Evaluation", dependencies: ["LlamaModel", "Tokenization", "Kernels"],
                 swiftSettings: fast),
+        .target(name: "Calibration", dependencies: ["LlamaModel", "Evaluation", "Kernels", "TensorIO", "Tokenization"],
+                swiftSettings: fast),
         .target(name: "ToolSupport",
                 dependencies: ["TensorIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                 swiftSettings: fast),
         .executableTarget(name: "convert", dependencies: ["ToolSupport", "LlamaModel"],
                           swiftSettings: fast),
         .executableTarget(name: "evaluate", dependencies: ["ToolSupport", "LlamaModel", "Evaluation"],
+                          swiftSettings: fast),
+        .executableTarget(name: "calibrate", dependencies: ["ToolSupport", "LlamaModel", "Calibration"],
                           swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
@@ -46,6 +52,8 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "LlamaModel", "Tokenization", "TestSupport"],
+                    swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO"], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]

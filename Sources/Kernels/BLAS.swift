@@ -72,6 +72,16 @@ public enum BLAS {
                     a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
+    /// The upper triangle of c[n, n] += xᵀx for x[k, n] (row-major): a Gram matrix accumulated
+    /// in float64 (dsyrk). Only the upper triangle (j ≥ i) is written.
+    public static func gramAccumulate(x: UnsafePointer<Double>, rows k: Int, width n: Int,
+                                      into c: UnsafeMutablePointer<Double>) {
+        _ = current
+        if k == 0 || n == 0 { return }
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1.0, x, Int32(n), 1.0,
+                    c, Int32(n))
+    }
+
     /// c = beta · c for an empty inner dimension (BLAS would reject K == 0 with lda < 1).
     private static func scaleRows<S: BinaryFloatingPoint>(_ c: UnsafeMutablePointer<S>, M: Int,
                                                           N: Int, ldc: Int, beta: S) {

@@ -31,7 +31,7 @@ public final class Runner {
     }
 
     /// The hidden states after the embedding: x[N·T, C].
-    func embed(_ tokens: [Int32], embedding: [Float]) throws -> Buffer {
+    public func embed(_ tokens: [Int32], embedding: [Float]) throws -> Buffer {
         let C = config.hiddenSize, V = config.vocabSize
         let x = Buffer(count: tokens.count * C)
         try embedding.withUnsafeBufferPointer { e in
@@ -50,15 +50,33 @@ public final class Runner {
     func runLayers(_ x: Buffer, rows: Int, windowLength T: Int,
                    observe: ((Int, BlockTap) throws -> Void)? = nil,
                    layerDone: ((Int) throws -> Void)? = nil) throws {
+        try runLayers(x, rows: rows, windowLength: T, layers: 0..<config.numLayers,
+                      events: observe.map { f in
+                          { l, event in if case .tap(let tap, _) = event { try f(l, tap) } }
+                      },
+                      layerDone: layerDone)
+    }
+
+    /// Runs decoder layers `layers` over x[N·T, C] in place, in batches of whole windows.
+    /// `events(layer, event)` sees, for every batch, its rows before the block, the inputs of
+    /// the block's linear maps, and its rows after the block; `layerDone(l)` is called after
+    /// each layer (x then holds layer l's output).
+    public func runLayers(_ x: Buffer, rows: Int, windowLength T: Int, layers: Range<Int>,
+                          events: ((Int, LayerEvent) throws -> Void)?,
+                          layerDone: ((Int) throws -> Void)? = nil) throws {
         let scratch = BlockScratch()
         let batch = max(T, batchRows / T * T)
-        for l in 0..<config.numLayers {
+        let C = config.hiddenSize
+        for l in layers {
             let w = try model.layer(l)
             for start in stride(from: 0, to: rows, by: batch) {
                 let R = min(batch, rows - start)
-                try runBlock(w, x: x.pointer + start * config.hiddenSize, rows: R,
-                             windowLength: T, config: config, layer: l, rotary: rotary,
-                             scratch: scratch, observe: observe.map { f in { try f(l, $0) } })
+                let rowsPointer = x.pointer + start * C
+                try events?(l, .blockInput(rows: rowsPointer, first: start, count: R))
+                try runBlock(w, x: rowsPointer, rows: R, windowLength: T, config: config, layer: l,
+                             rotary: rotary, scratch: scratch,
+                             observe: events.map { f in { try f(l, .tap($0, first: start)) } })
+                try events?(l, .blockOutput(rows: rowsPointer, first: start, count: R))
             }
             try layerDone?(l)
         }
@@ -131,6 +149,16 @@ public final class Runner {
         }
         return sums
     }
+}
+
+/// What `Runner.runLayers` shows an observer for each batch of rows of a layer.
+public enum LayerEvent {
+    /// The batch's hidden states [count, C] (rows first..<first+count of x) before the block.
+    case blockInput(rows: UnsafePointer<Float>, first: Int, count: Int)
+    /// The inputs of the block's linear maps for the batch starting at row `first`.
+    case tap(BlockTap, first: Int)
+    /// The batch's hidden states after the block.
+    case blockOutput(rows: UnsafePointer<Float>, first: Int, count: Int)
 }
 
 public struct RunnerError: DiagnosedError {

@@ -12,3 +12,8 @@ public enum DType: String, Sendable, CaseIterable {
         }
     }
 }
+
+extension DType {
+    /// I64, I32, I16, I8, U8 (not BOOL).
+    public var isInteger: Bool { [.I64, .I32, .I16, .I8, .U8].contains(self) }
+}

@@ -75,3 +75,13 @@ public struct CommonOptions: ParsableArguments {
         }
     }
 }
+
+/// The process's peak resident memory so far (VmHWM of /proc/self/status), in MB; 0 if unknown.
+public func peakMemoryMB() -> Double {
+    guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+    for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        let kb = line.split(separator: " ").compactMap { Double($0) }.first ?? 0
+        return kb / 1024
+    }
+    return 0
+}
