@@ -6,7 +6,7 @@ import XCTest
 /// The tools as a user runs them: the built binaries, their output streams and exit codes.
 final class ToolTests: XCTestCase {
     func testHelp() throws {
-        for tool in ["convert", "evaluate"] {
+        for tool in ["convert", "evaluate", "calibrate"] {
             let r = try runTool(tool, ["--help"])
             XCTAssertEqual(r.status, 0, tool)
             XCTAssertTrue(r.stdoutText.contains("USAGE"), tool)
@@ -118,5 +118,89 @@ final class TokenizeToolTests: XCTestCase {
         XCTAssertTrue(bad.stderr.contains("'x' is not a token id"), bad.stderr)
         let missing = try runTool("tokenize", ["--model", "/nonexistent"], stdin: text)
         XCTAssertEqual(missing.status, 66, missing.stderr)
+    }
+}
+
+final class CalibrateToolTests: XCTestCase {
+    func writeTokens(_ path: String, N: Int, T: Int, vocabulary: Int, seed: Int) throws {
+        var state = UInt64(seed + 1)
+        var ids: [Int32] = []
+        for _ in 0..<(N * T) {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            ids.append(Int32((state >> 33) % UInt64(vocabulary)))
+        }
+        try writeTensorFile(path: path, tensors: [(TensorEntry(name: "tokens", dtype: .I32, shape: [N, T]),
+                                                   ids.withUnsafeBytes { Array($0) })], metadata: [:])
+    }
+
+    /// Shards through the binary, merged, equal one run; mismatched shards are refused.
+    func testShardsMergeAndMismatch() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let model = Fixtures.url("model/tiny_uniform.safetensors").path
+        let tokens = dir.appendingPathComponent("w.st").path, other = dir.appendingPathComponent("v.st").path
+        // 1100 windows of 8 tokens: three batches of 512 windows, so up to three shards.
+        try writeTokens(tokens, N: 1100, T: 8, vocabulary: 97, seed: 1)
+        try writeTokens(other, N: 1100, T: 8, vocabulary: 97, seed: 2)
+        func run(_ args: [String]) throws -> ToolResult {
+            try runTool("calibrate", ["--model", model, "--quiet", "--gram", "o_proj,down_proj", "--gram-dtype", "f64"] + args)
+        }
+        let whole = dir.appendingPathComponent("whole.st.zst").path
+        var r = try run(["--tokens", tokens, "-o", whole])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        var shards: [String] = []
+        for i in 0..<3 {
+            shards.append(dir.appendingPathComponent("s\(i).st.zst").path)
+            r = try run(["--tokens", tokens, "--shard", "\(i)/3", "-o", shards[i]])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        let merged = dir.appendingPathComponent("merged.st.zst").path
+        r = try runTool("calibrate", ["merge"] + shards + ["-o", merged])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let a = try TensorFile(path: whole), b = try TensorFile(path: merged)
+        XCTAssertEqual(a.header.entries.map(\.name), b.header.entries.map(\.name))
+        for e in a.header.entries where !e.dtype.isInteger {
+            assertAllClose(try b.doubles(e.name), try a.doubles(e.name), atol: 1e-9, rtol: 1e-9, e.name)
+        }
+        XCTAssertEqual(b.metadata["windows_sha256"], a.metadata["windows_sha256"])
+
+        let foreign = dir.appendingPathComponent("foreign.st.zst").path
+        r = try run(["--tokens", other, "--shard", "1/3", "-o", foreign])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let out = dir.appendingPathComponent("bad.st.zst").path
+        r = try runTool("calibrate", ["merge", shards[0], foreign, "-o", out])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertTrue(r.stderr.contains("differ in data_sha256") && r.stderr.contains("not shards of the same run"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        r = try run(["--tokens", tokens, "--shard", "3/3", "-o", out])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
+    /// Bad calibration inputs: one clear line, non-zero exit, no output.
+    func testBadInputs() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let out = dir.appendingPathComponent("stats.st.zst").path
+        let tiny = Fixtures.url("model/tiny_uniform.safetensors").path
+        let big = dir.appendingPathComponent("big.st").path
+        try writeTokens(big, N: 2, T: 8, vocabulary: 500, seed: 3)
+        let noText = dir.appendingPathComponent("docs.jsonl")
+        try Data("{\"text\": \"a document\"}\n{\"body\": \"no text here\"}\n".utf8).write(to: noText)
+        let short = dir.appendingPathComponent("short.txt")
+        try Data("Only a few words.".utf8).write(to: short)
+        let model = try Fixtures.requireModel()
+        let cases: [([String], Int32, String)] = [
+            (["--model", tiny, "--tokens", big], 65, "outside the vocabulary (97)"),
+            (["--model", model, "--jsonl", noText.path, "--seqlen", "16"], 65, "docs.jsonl:2: no string field 'text'"),
+            (["--model", model, "--text", short.path, "--seqlen", "64"], 65, "too short for one window of 64"),
+            (["--model", tiny, "--tokens", big, "--samples", "4"], 64, "do not apply to --tokens"),
+            (["--model", tiny, "--text", short.path, "--jsonl", noText.path], 64, "exactly one of"),
+        ]
+        for (args, status, message) in cases {
+            let r = try runTool("calibrate", args + ["-o", out, "--quiet"])
+            XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(args)")
+        }
     }
 }
