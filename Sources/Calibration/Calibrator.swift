@@ -74,21 +74,102 @@ public struct Calibrator {
         return m
     }
 
+    /// What the statistics of a layer depend on besides the windows (the cache key of a layer's
+    /// statistics).
+    public var settings: String {
+        "gram=\(StatPoint.allCases.filter { layout.gramPoints.contains($0) }.map(\.shortName).joined(separator: ","));"
+            + "gram_dtype=\(layout.gramDType.rawValue);complete=\(layout.complete);windows=\(layout.windows)"
+    }
+
     /// Runs the model and writes every layer's statistics to `writer` (whose entries must be
     /// `layout.entries(model.config)`). `progress(layer)` after each layer.
-    public func run(into writer: TensorFileWriter, progress: ((Int) -> Void)? = nil) throws {
-        let c = model.config, T = windows.length
+    ///
+    /// With a cache: layers whose statistics are cached for these settings are copied (the
+    /// first layer without them is computed from its cached input, or from the nearest earlier
+    /// cached input, or from the embedding), and every layer computed stores its statistics and
+    /// the next layer's input. With `fromCache`, every layer's statistics are computed from its
+    /// cached input alone (no forward pass through earlier layers).
+    public func run(into writer: TensorFileWriter, cache: ActivationCache? = nil, fromCache: Bool = false,
+                    progress: ((Int) -> Void)? = nil) throws {
+        let c = model.config, T = windows.length, L = c.numLayers, C = c.hiddenSize
         let runner = Runner(model: model, maxPositions: T)
         runner.batchRows = batchWindows * T
+        let rows = range.count * T
+        let all = layout.entries(c)
+        func entries(_ l: Int) -> [TensorEntry] { all.filter { $0.name.hasPrefix("model.layers.\(l).") } }
+        func finish(_ stats: LayerStatistics) throws {
+            try stats.write(to: writer, layout: layout)
+            if let cache {
+                let w = try cache.statisticsWriter(stats.layer, entries: entries(stats.layer), settings: settings)
+                try stats.write(to: w, layout: layout)
+                try w.finish()
+            }
+            progress?(stats.layer + 1)
+        }
+        func load(_ l: Int) throws -> Buffer? {
+            guard let cache, let values = try cache.input(l, count: rows * C) else { return nil }
+            let x = Buffer(count: rows * C)
+            values.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress!, count: rows * C) }
+            return x
+        }
+
+        if fromCache {
+            guard cache != nil else { throw CalibrationError("--from-cache needs --cache DIR", kind: .usage) }
+            for l in 0..<L {
+                guard let x = try load(l) else {
+                    throw CalibrationError("\(cache!.directory.path): no cached input of layer \(l) for this model and these windows (run once with --cache first)", kind: .missingInput)
+                }
+                let stats = LayerStatistics(layer: l, config: c, layout: layout, windowLength: T)
+                try runner.runLayers(x, rows: rows, windowLength: T, layers: l..<(l + 1),
+                                     events: { _, event in stats.observe(event) })
+                try finish(stats)
+            }
+            return
+        }
+
+        // Layers whose statistics are cached are copied.
+        var first = 0
+        if let cache {
+            while first < L, let file = try cache.statistics(first, settings: settings) {
+                for e in entries(first) {
+                    guard let have = file.header.entry(e.name), have.dtype == e.dtype, have.shape == e.shape else {
+                        throw CalibrationError("\(cache.statsPath(first)): \(e.name) does not match the settings; remove the cache folder")
+                    }
+                    try file.withBytes(e.name) { try writer.write(e.name, bytes: $0) }
+                }
+                first += 1
+                progress?(first)
+            }
+        }
+        guard first < L else { return }
+
+        // The input of the first layer to compute.
         let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
-        let x = try runner.embed(ids, embedding: try model.embedding())
-        var current = LayerStatistics(layer: 0, config: c, layout: layout, windowLength: T)
-        try runner.runLayers(x, rows: ids.count, windowLength: T, layers: 0..<c.numLayers,
+        var x: Buffer
+        if first > 0, let cached = try load(first) {
+            x = cached
+        } else {
+            var start = first
+            var from: Buffer? = nil
+            while start > 0 {
+                if let cached = try load(start) { from = cached; break }
+                start -= 1
+            }
+            x = try from ?? runner.embed(ids, embedding: try model.embedding())
+            if start == 0, from == nil { try cache?.storeInput(0, x.pointer, count: rows * C) }
+            if start < first {
+                try runner.runLayers(x, rows: rows, windowLength: T, layers: start..<first, events: nil) { l in
+                    try cache?.storeInput(l + 1, x.pointer, count: rows * C)
+                }
+            }
+        }
+        var current = LayerStatistics(layer: first, config: c, layout: layout, windowLength: T)
+        try runner.runLayers(x, rows: rows, windowLength: T, layers: first..<L,
                              events: { _, event in current.observe(event) },
                              layerDone: { l in
-                                 try current.write(to: writer, layout: layout)
-                                 progress?(l + 1)
-                                 if l + 1 < c.numLayers {
+                                 try finish(current)
+                                 if l + 1 < L {
+                                     try cache?.storeInput(l + 1, x.pointer, count: rows * C)
                                      current = LayerStatistics(layer: l + 1, config: c, layout: layout, windowLength: T)
                                  }
                              })

@@ -118,7 +118,7 @@ public func convertToInt(_ src: UnsafeRawBufferPointer, dtype: DType,
 }
 
 /// Encodes Floats as `dtype` (F32, F16, BF16, F64) into `dst` (count × dtype.size bytes).
-func encodeFloats(_ src: UnsafeBufferPointer<Float>, dtype: DType,
+public func encodeFloats(_ src: UnsafeBufferPointer<Float>, dtype: DType,
                   into dst: UnsafeMutableRawBufferPointer) {
     guard let d = dst.baseAddress, let s = src.baseAddress else { return }
     let n = src.count

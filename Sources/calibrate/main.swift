@@ -70,6 +70,15 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Also write the windows used to this file (the --tokens format).")
     var dumpWindows: String?
 
+    @Option(name: .long, help: "Cache folder: each layer's input hidden states and statistics; a rerun skips the layers cached.")
+    var cache: String?
+
+    @Option(name: .long, help: "Element type of cached hidden states: f32 (lossless) or bf16 (half the disk; statistics recomputed from it are those of BF16-rounded inputs).")
+    var cacheDtype: String = "f32"
+
+    @Flag(name: .long, help: "Compute every layer's statistics from the cached inputs (--cache), with no forward pass through earlier layers.")
+    var fromCache = false
+
     @Option(name: [.short, .long], help: "Output statistics file (.st.zst compressed), or - for standard output.")
     var output: String
 
@@ -85,6 +94,10 @@ struct Run: ParsableCommand {
         }
         if let samples, samples < 1 { throw ValidationError("--samples must be at least 1") }
         if let seqlen, seqlen < 1 { throw ValidationError("--seqlen must be at least 1") }
+        if fromCache && cache == nil { throw ValidationError("--from-cache needs --cache DIR") }
+        guard ["f32", "bf16"].contains(cacheDtype.lowercased()) else {
+            throw ValidationError("--cache-dtype must be f32 or bf16")
+        }
         guard ["f32", "f64"].contains(gramDtype.lowercased()) else {
             throw ValidationError("--gram-dtype must be f32 or f64")
         }
@@ -130,14 +143,20 @@ struct Run: ParsableCommand {
                                         ["seed": "\(seed ?? 0)", "source": source.path, "windows_mode": windows.mode,
                                          "sha256": windows.sha256]) { $1 })
             }
-            let metadata = calibrator.metadata(fingerprint: try model.fingerprint(), source: source, seed: seed ?? 0)
+            let fingerprint = try model.fingerprint()
+            let activationCache = try cache.map {
+                try ActivationCache(directory: $0, element: cacheDtype.lowercased() == "bf16" ? .BF16 : .F32,
+                                    fingerprint: fingerprint, windows: windows, range: calibrator.range,
+                                    batchWindows: calibrator.batchWindows)
+            }
+            let metadata = calibrator.metadata(fingerprint: fingerprint, source: source, seed: seed ?? 0)
                 .merging(standardMetadata(tool: "calibrate")) { $1 }
             let writer = try TensorFileWriter(path: output, entries: calibrator.layout.entries(model.config),
                                               metadata: metadata)
             let progress = Progress("calibrate", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             let start = Date()
             do {
-                try calibrator.run(into: writer) { progress.update($0) }
+                try calibrator.run(into: writer, cache: activationCache, fromCache: fromCache) { progress.update($0) }
                 try writer.finish()
             } catch {
                 writer.abort()

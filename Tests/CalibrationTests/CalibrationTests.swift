@@ -68,13 +68,19 @@ final class CalibrationTests: XCTestCase {
     }
 
     func runCalibration(_ model: Model, _ windows: CalibrationWindows, shard: (Int, Int)?, to path: String,
-                        gram: Set<StatPoint> = Set(StatPoint.allCases), dtype: DType = .F64, batchRows: Int = 4096) throws {
+                        gram: Set<StatPoint> = Set(StatPoint.allCases), dtype: DType = .F64, batchRows: Int = 4096,
+                        cache: String? = nil, cacheElement: DType = .F32, fromCache: Bool = false) throws {
         let calibrator = try Calibrator(model: model, windows: windows, shard: shard, gramPoints: gram, gramDType: dtype,
                                         batchRows: batchRows)
+        let fingerprint = try model.fingerprint()
         let writer = try TensorFileWriter(
             path: path, entries: calibrator.layout.entries(model.config),
-            metadata: calibrator.metadata(fingerprint: try model.fingerprint(), source: .tokens("t"), seed: 0))
-        try calibrator.run(into: writer)
+            metadata: calibrator.metadata(fingerprint: fingerprint, source: .tokens("t"), seed: 0))
+        let activations = try cache.map {
+            try ActivationCache(directory: $0, element: cacheElement, fingerprint: fingerprint, windows: windows,
+                                range: calibrator.range, batchWindows: calibrator.batchWindows)
+        }
+        try calibrator.run(into: writer, cache: activations, fromCache: fromCache)
         try writer.finish()
     }
 
@@ -234,6 +240,46 @@ final class CalibrationTests: XCTestCase {
             let heads = (c["head"] as! [[Int]]).map { $0.map { Int32($0) } }
             XCTAssertEqual((0..<w.count).map { Array(w.window($0).prefix(8)) }, heads, name)
             XCTAssertEqual(w.note != nil, (c["kind"] as! String) == "jsonl" && w.mode == "joined", name)
+        }
+    }
+
+    /// The cache: a rerun copies cached layers, resumes from a cached input, and `fromCache`
+    /// recomputes with a Gram added; all byte-identical to runs without a cache. A BF16 cache
+    /// gives statistics of BF16-rounded inputs.
+    func testCacheGivesIdenticalStatistics() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let windows = tinyWindows(4, 16, vocabulary: model.config.vocabSize)
+        let dir = try Fixtures.temporaryDirectory()
+        let cache = dir.appendingPathComponent("cache").path
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try runCalibration(model, windows, shard: nil, to: path("plain.st"), gram: [])
+        try runCalibration(model, windows, shard: nil, to: path("plainGram.st"), gram: [.downProjInput])
+        try runCalibration(model, windows, shard: nil, to: path("first.st"), gram: [], cache: cache)
+        let files = try FileManager.default.contentsOfDirectory(atPath: cache).sorted()
+        XCTAssertEqual(files, ["layer-0.input.st.zst", "layer-0.stats.st", "layer-1.input.st.zst", "layer-1.stats.st"])
+        try runCalibration(model, windows, shard: nil, to: path("again.st"), gram: [], cache: cache)
+        try FileManager.default.removeItem(atPath: cache + "/layer-1.stats.st")
+        try runCalibration(model, windows, shard: nil, to: path("resumed.st"), gram: [], cache: cache)
+        try runCalibration(model, windows, shard: nil, to: path("fromCache.st"), gram: [.downProjInput], cache: cache,
+                           fromCache: true)
+        let plain = try Data(contentsOf: URL(fileURLWithPath: path("plain.st")))
+        for name in ["first.st", "again.st", "resumed.st"] {
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path(name))), plain, name)
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("fromCache.st"))),
+                       try Data(contentsOf: URL(fileURLWithPath: path("plainGram.st"))))
+
+        let half = dir.appendingPathComponent("half").path
+        try runCalibration(model, windows, shard: nil, to: path("h1.st"), gram: [], cache: half, cacheElement: .BF16)
+        try runCalibration(model, windows, shard: nil, to: path("h2.st"), gram: [], cache: half, cacheElement: .BF16,
+                           fromCache: true)
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("h1.st"))), plain)
+        try assertSameStatistics(path("plain.st"), path("h2.st"), rtol: 2e-2, atol: 0.2)
+        XCTAssertNotEqual(try Data(contentsOf: URL(fileURLWithPath: path("h2.st"))), plain)
+
+        XCTAssertThrowsError(try runCalibration(model, tinyWindows(4, 15, vocabulary: model.config.vocabSize), shard: nil,
+                                                to: path("x.st"), gram: [], cache: cache, fromCache: true)) {
+            XCTAssertTrue("\($0)".contains("no cached input of layer 0"), "\($0)")
         }
     }
 }
