@@ -163,6 +163,14 @@ final class CalibrateToolTests: XCTestCase {
         }
         XCTAssertEqual(b.metadata["windows_sha256"], a.metadata["windows_sha256"])
 
+        // The same command twice: byte-identical files.
+        let twice = dir.appendingPathComponent("twice.st.zst").path
+        r = try run(["--tokens", tokens, "-o", twice])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let again = try Data(contentsOf: URL(fileURLWithPath: twice))
+        r = try run(["--tokens", tokens, "-o", twice])
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: twice)), again)
+
         let foreign = dir.appendingPathComponent("foreign.st.zst").path
         r = try run(["--tokens", other, "--shard", "1/3", "-o", foreign])
         XCTAssertEqual(r.status, 0, r.stderr)
