@@ -3,7 +3,7 @@ import PackageDescription
 
 // Dependency order (enforced by the targets below):
 //   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
-//   →  ToolSupport  →  tools
+//   →  Pruning  →  ToolSupport  →  tools
 let fast: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
     .unsafeFlags(["-target-cpu", "haswell"]),
@@ -16,6 +16,7 @@ let package = Package(
         .executable(name: "convert", targets: ["convert"]),
         .executable(name: "evaluate", targets: ["evaluate"]),
         .executable(name: "calibrate", targets: ["calibrate"]),
+        .executable(name: "score", targets: ["score"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -32,6 +33,7 @@ let package = Package(
                 swiftSettings: fast),
         .target(name: "Calibration", dependencies: ["LlamaModel", "Evaluation", "Kernels", "TensorIO", "Tokenization"],
                 swiftSettings: fast),
+        .target(name: "Pruning", dependencies: ["Calibration", "LlamaModel", "TensorIO"], swiftSettings: fast),
         .target(name: "ToolSupport",
                 dependencies: ["TensorIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                 swiftSettings: fast),
@@ -40,6 +42,8 @@ let package = Package(
         .executableTarget(name: "evaluate", dependencies: ["ToolSupport", "LlamaModel", "Evaluation"],
                           swiftSettings: fast),
         .executableTarget(name: "calibrate", dependencies: ["ToolSupport", "LlamaModel", "Calibration"],
+                          swiftSettings: fast),
+        .executableTarget(name: "score", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
@@ -53,6 +57,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "LlamaModel", "Tokenization", "TestSupport"],
+                    swiftSettings: fast),
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO"], swiftSettings: fast),
     ],

@@ -6,7 +6,7 @@ import XCTest
 /// The tools as a user runs them: the built binaries, their output streams and exit codes.
 final class ToolTests: XCTestCase {
     func testHelp() throws {
-        for tool in ["convert", "evaluate", "calibrate"] {
+        for tool in ["convert", "evaluate", "calibrate", "score"] {
             let r = try runTool(tool, ["--help"])
             XCTAssertEqual(r.status, 0, tool)
             XCTAssertTrue(r.stdoutText.contains("USAGE"), tool)
@@ -121,16 +121,21 @@ final class TokenizeToolTests: XCTestCase {
     }
 }
 
+/// A --tokens file of N pseudo-random windows of T ids below `vocabulary`.
+func writeTokenWindows(_ path: String, N: Int, T: Int, vocabulary: Int, seed: Int) throws {
+    var state = UInt64(seed + 1)
+    var ids: [Int32] = []
+    for _ in 0..<(N * T) {
+        state = state &* 6364136223846793005 &+ 1442695040888963407
+        ids.append(Int32((state >> 33) % UInt64(vocabulary)))
+    }
+    try writeTensorFile(path: path, tensors: [(TensorEntry(name: "tokens", dtype: .I32, shape: [N, T]),
+                                               ids.withUnsafeBytes { Array($0) })], metadata: [:])
+}
+
 final class CalibrateToolTests: XCTestCase {
     func writeTokens(_ path: String, N: Int, T: Int, vocabulary: Int, seed: Int) throws {
-        var state = UInt64(seed + 1)
-        var ids: [Int32] = []
-        for _ in 0..<(N * T) {
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            ids.append(Int32((state >> 33) % UInt64(vocabulary)))
-        }
-        try writeTensorFile(path: path, tensors: [(TensorEntry(name: "tokens", dtype: .I32, shape: [N, T]),
-                                                   ids.withUnsafeBytes { Array($0) })], metadata: [:])
+        try writeTokenWindows(path, N: N, T: T, vocabulary: vocabulary, seed: seed)
     }
 
     /// Shards through the binary, merged, equal one run; mismatched shards are refused.
@@ -209,6 +214,48 @@ final class CalibrateToolTests: XCTestCase {
             XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: out), "\(args)")
+        }
+    }
+}
+
+final class ScoreToolTests: XCTestCase {
+    /// score through the binary: every metric writes a file; statistics of another model, a
+    /// shard and an unknown metric are refused with one line and no output.
+    func testScoreMetricsAndRefusals() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let uniform = Fixtures.url("model/tiny_uniform.safetensors").path
+        let other = Fixtures.url("model/tiny_nonuniform.safetensors").path
+        let tokens = dir.appendingPathComponent("w.st").path
+        try writeTokenWindows(tokens, N: 1100, T: 8, vocabulary: 61, seed: 4)
+        let stats = dir.appendingPathComponent("stats.st.zst").path
+        let foreign = dir.appendingPathComponent("foreign.st.zst").path
+        let shard = dir.appendingPathComponent("shard.st.zst").path
+        for (model, out, extra) in [(uniform, stats, [String]()), (other, foreign, []), (uniform, shard, ["--shard", "0/2"])] {
+            let r = try runTool("calibrate", ["--model", model, "--tokens", tokens, "-o", out, "--quiet"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        for metric in ["flap", "wifv", "ifv", "wifn", "wanda-sp", "mag-sp", "cfsp", "fasp"] {
+            let out = dir.appendingPathComponent("\(metric).st.zst").path
+            let r = try runTool("score", ["--model", uniform, "--stats", stats, "--metric", metric, "-o", out, "--quiet"])
+            XCTAssertEqual(r.status, 0, "\(metric): \(r.stderr)")
+            let file = try TensorFile(path: out)
+            XCTAssertEqual(file.metadata["metric"], metric)
+            XCTAssertEqual(file.header.entry("model.layers.1.mlp.down_proj.channel_score")?.shape, [96])
+            XCTAssertEqual(file.header.entry("model.layers.0.self_attn.o_proj.channel_score")?.shape,
+                           metric == "cfsp" ? nil : [64])
+        }
+        let out = dir.appendingPathComponent("bad.st.zst").path
+        let cases: [([String], Int32, String)] = [
+            (["--model", uniform, "--stats", foreign, "--metric", "flap"], 65, "statistics of another model"),
+            (["--model", uniform, "--stats", shard, "--metric", "flap"], 65, "merge the shards first"),
+            (["--model", uniform, "--stats", stats, "--metric", "taylor"], 64, "unknown metric 'taylor'"),
+            (["--model", uniform, "--stats", uniform, "--metric", "flap"], 65, "not a statistics file"),
+        ]
+        for (args, status, message) in cases {
+            let r = try runTool("score", args + ["-o", out, "--quiet"])
+            XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message) && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         }
     }
 }
