@@ -17,6 +17,7 @@ let package = Package(
         .executable(name: "evaluate", targets: ["evaluate"]),
         .executable(name: "calibrate", targets: ["calibrate"]),
         .executable(name: "score", targets: ["score"]),
+        .executable(name: "allocate", targets: ["allocate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -44,6 +45,8 @@ let package = Package(
         .executableTarget(name: "calibrate", dependencies: ["ToolSupport", "LlamaModel", "Calibration"],
                           swiftSettings: fast),
         .executableTarget(name: "score", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
+                          swiftSettings: fast),
+        .executableTarget(name: "allocate", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),

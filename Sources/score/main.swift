@@ -76,6 +76,12 @@ struct Score: ParsableCommand {
             out["metric"] = metric.rawValue
             out["formula"] = metric.formula
             out["config"] = try c.jsonString()
+            // Which projections carry a bias, per layer (allocate counts their entries in unit costs).
+            let biases = (0..<c.numLayers).map { l in
+                "[" + Projection.allCases.filter { model.hasBias(l, $0) }
+                    .map { "\"" + String($0.rawValue.split(separator: ".").last!) + "\"" }.joined(separator: ",") + "]"
+            }
+            out["biases"] = "[" + biases.joined(separator: ",") + "]"
             for key in ["samples", "seqlen", "seed", "source", "windows_mode", "data_sha256", "windows_sha256"] {
                 out["stats_" + key] = meta[key]
             }

@@ -6,7 +6,7 @@ import XCTest
 /// The tools as a user runs them: the built binaries, their output streams and exit codes.
 final class ToolTests: XCTestCase {
     func testHelp() throws {
-        for tool in ["convert", "evaluate", "calibrate", "score"] {
+        for tool in ["convert", "evaluate", "calibrate", "score", "allocate"] {
             let r = try runTool(tool, ["--help"])
             XCTAssertEqual(r.status, 0, tool)
             XCTAssertTrue(r.stdoutText.contains("USAGE"), tool)
@@ -255,6 +255,39 @@ final class ScoreToolTests: XCTestCase {
             let r = try runTool("score", args + ["-o", out, "--quiet"])
             XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stderr.contains(message) && r.stderr.split(separator: "\n").count == 1, "\(args): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        }
+    }
+}
+
+final class AllocateToolTests: XCTestCase {
+    func testAllocateWritesAPlanTableAndPlot() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let scores = Fixtures.url("allocate/smollm2_flap_scores.safetensors").path
+        let plan = dir.appendingPathComponent("plan.st.zst").path, svg = dir.appendingPathComponent("plan.svg").path
+        var r = try runTool("allocate", ["--scores", scores, "--ratio", "0.2", "--structure", "AL-AM",
+                                         "--attention-unit", "head", "-o", plan, "--plot", svg])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("(asked 0.2000)"), r.stderr)
+        let file = try TensorFile(path: plan)
+        XCTAssertEqual(file.metadata["format"], "prunekit-plan")
+        XCTAssertEqual(Double(file.metadata["achieved"] ?? "") ?? 0, 0.2, accuracy: 0.01)
+        XCTAssertEqual(file.header.entries.count, 90)
+        XCTAssertTrue(try String(contentsOfFile: svg, encoding: .utf8).hasPrefix("<svg"))
+
+        let out = dir.appendingPathComponent("bad.st").path
+        let stats = Fixtures.url("calibrate/tiny_uniform_stats.safetensors").path
+        let cases: [([String], Int32, String)] = [
+            (["--scores", stats, "--ratio", "0.2", "--structure", "AL-AM"], 65, "not a scores file"),
+            (["--scores", scores, "--ratio", "1.2", "--structure", "AL-AM"], 64, "--ratio must be in [0, 1)"),
+            (["--scores", scores, "--ratio", "0.2", "--structure", "XL"], 64, "--structure must be"),
+            (["--scores", scores, "--ratio", "0.2", "--blocks", "angular", "--prune", "attention,mlp"], 64, "MLP only"),
+            (["--scores", scores, "--ratio", "0.2", "--structure", "UL-UM", "--layers", "5-40"], 64, "--layers must be"),
+        ]
+        for (args, status, message) in cases {
+            r = try runTool("allocate", args + ["-o", out, "--quiet"])
+            XCTAssertEqual(r.status, status, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         }
     }

@@ -1,0 +1,124 @@
+import Calibration
+import Foundation
+import LlamaModel
+import Pruning
+import TensorIO
+import TestSupport
+import XCTest
+
+/// Plans against an independent numpy implementation of docs/DESIGN.md "The plan", written from
+/// FLAP's and CFSP's code (scripts/reference/allocate_reference.py): identical kept index sets.
+final class AllocationTests: XCTestCase {
+    struct Inputs {
+        var shapes: [LayerShape]
+        var attention: [[Double]?]
+        var mlp: [[Double]]
+        var angular: [Double]
+    }
+
+    func inputs(_ name: String) throws -> Inputs {
+        let file = try TensorFile(path: Fixtures.url("allocate/\(name)").path)
+        let config = try LlamaConfig.fromJSON(file.metadata["config"]!)
+        let biases = try JSONSerialization.jsonObject(with: Data(file.metadata["biases"]!.utf8)) as! [[String]]
+        var r = Inputs(shapes: [], attention: [], mlp: [], angular: [])
+        for l in 0..<config.numLayers {
+            let set = Set(Projection.allCases.filter { biases[l].contains(String($0.rawValue.split(separator: ".").last!)) })
+            r.shapes.append(LayerShape(config: config, layer: l, biases: set))
+            r.attention.append(file.header.entry(ScoreNames.attention(l)) == nil ? nil : try file.doubles(ScoreNames.attention(l)))
+            r.mlp.append(try file.doubles(ScoreNames.mlp(l)))
+            r.angular.append(try file.doubles(StatNames.block(l, .angularSum))[0])
+        }
+        return r
+    }
+
+    func allocate(_ i: Inputs, _ o: AllocationOptions) throws -> Plan {
+        try Allocation.allocate(shapes: i.shapes, attention: i.attention, mlp: i.mlp, angular: i.angular, options: o)
+    }
+
+    func testPlansEqualTheReference() throws {
+        let cases = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: Fixtures.url("allocate/plans.json"))) as! [String: [String: Any]]
+        XCTAssertGreaterThanOrEqual(cases.count, 17)
+        for (name, c) in cases.sorted(by: { $0.key < $1.key }) {
+            let i = try inputs(c["scores"] as! String)
+            let a = c["args"] as! [String: Any]
+            var o = AllocationOptions(ratio: a["ratio"] as! Double, structure: (a["structure"] as? String).flatMap(Structure.init))
+            o.angularBlocks = (a["blocks"] as? String) == "angular"
+            o.attentionUnit = AttentionUnit(rawValue: a["attention_unit"] as? String ?? "group")!
+            let prune = (a["prune"] as? String ?? "attention,mlp").split(separator: ",").map(String.init)
+            o.pruneAttention = prune.contains("attention")
+            o.pruneMLP = prune.contains("mlp")
+            if let layers = a["layers"] as? String, layers != "all" {
+                let p = layers.split(separator: "-").map { Int($0)! }
+                o.layers = p[0]...p[1]
+            }
+            o.round = a["round"] as? Int
+            o.minKeep = a["min_keep"] as? Int ?? 1
+            o.removeHeads = a["remove_heads"] as? Int ?? 0
+            let plan = try allocate(i, o)
+            let layers = c["layers"] as! [[String: [Int]]]
+            XCTAssertEqual(plan.layers.count, layers.count, name)
+            for (l, (ours, ref)) in zip(plan.layers, layers).enumerated() {
+                XCTAssertEqual(ours.keptHeads, ref["kept_heads"], "\(name) layer \(l) heads")
+                XCTAssertEqual(ours.keptKVHeads, ref["kept_kv_heads"], "\(name) layer \(l) kv heads")
+                XCTAssertEqual(ours.keptChannels, ref["kept_channels"], "\(name) layer \(l) channels")
+            }
+            XCTAssertEqual(plan.achieved, c["achieved"] as! Double, accuracy: 1e-12, name)
+        }
+    }
+
+    /// P = 0 keeps everything; P near 1 keeps --min-keep; every plan is a valid GQA model (the
+    /// same number of query heads in every kept group, none outside); AL-AM lands within one
+    /// unit of P.
+    func testEdgesAndValidity() throws {
+        for name in ["smollm2_flap_scores.safetensors", "tiny_nonuniform_wanda_scores.safetensors"] {
+            let i = try inputs(name)
+            for structure in Structure.allCases {
+                for unit in [AttentionUnit.group, .head] {
+                    for ratio in [0.0, 0.2, 0.5, 0.95] {
+                        var o = AllocationOptions(ratio: ratio, structure: structure)
+                        o.attentionUnit = unit
+                        o.removeHeads = (structure == .almm || structure == .ulmm) && ratio > 0 ? 4 : 0
+                        let plan = try allocate(i, o)
+                        let what = "\(name) \(structure) \(unit) \(ratio)"
+                        for (l, p) in plan.layers.enumerated() {
+                            let s = i.shapes[l]
+                            if s.H > 0 {
+                                XCTAssertGreaterThanOrEqual(p.keptKVHeads.count, 1, what)
+                                let g = s.H / s.Hkv
+                                XCTAssertEqual(p.keptHeads.count % p.keptKVHeads.count, 0, what)
+                                for k in p.keptKVHeads {
+                                    XCTAssertEqual(p.keptHeads.filter { $0 / g == k }.count, p.keptHeads.count / p.keptKVHeads.count, what)
+                                }
+                                XCTAssertTrue(p.keptHeads.allSatisfy { p.keptKVHeads.contains($0 / g) }, what)
+                            }
+                            if s.F > 0 { XCTAssertGreaterThanOrEqual(p.keptChannels.count, 1, what) }
+                            if ratio == 0 {
+                                XCTAssertEqual(p.keptHeads.count, s.H, what)
+                                XCTAssertEqual(p.keptChannels.count, s.F, what)
+                            }
+                        }
+                        if structure == .alam && ratio < 0.9 {
+                            // Within one unit: the largest unit is a KV group (or a last slice).
+                            let unitShare = Double(i.shapes.map { $0.H > 0 ? 2 * $0.C * $0.D * ($0.H / $0.Hkv + 1) : 3 * $0.C }.max()!) / Double(plan.totalParameters)
+                            XCTAssertEqual(plan.achieved, ratio, accuracy: unitShare, what)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testRefusals() throws {
+        let cfsp = try inputs("smollm2_cfsp_scores.safetensors")
+        XCTAssertThrowsError(try allocate(cfsp, AllocationOptions(ratio: 0.2, structure: .alam))) {
+            XCTAssertTrue("\($0)".contains("--prune mlp"), "\($0)")
+        }
+        var o = AllocationOptions(ratio: 0.2, structure: nil)
+        o.angularBlocks = true
+        XCTAssertThrowsError(try allocate(cfsp, o)) { XCTAssertTrue("\($0)".contains("MLP only"), "\($0)") }
+        o.pruneAttention = false
+        o.ratio = 0.9
+        XCTAssertThrowsError(try allocate(cfsp, o)) { XCTAssertTrue("\($0)".contains("more than all"), "\($0)") }
+    }
+}
