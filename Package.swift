@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "calibrate", targets: ["calibrate"]),
         .executable(name: "score", targets: ["score"]),
         .executable(name: "allocate", targets: ["allocate"]),
+        .executable(name: "slice", targets: ["slice"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -48,6 +49,7 @@ let package = Package(
                           swiftSettings: fast),
         .executableTarget(name: "allocate", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
+        .executableTarget(name: "slice", dependencies: ["ToolSupport", "LlamaModel", "Pruning"], swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize",

@@ -66,6 +66,12 @@ public struct LayerPlan: Sendable, Equatable {
     public var keptHeads: [Int]
     public var keptKVHeads: [Int]
     public var keptChannels: [Int]
+
+    public init(keptHeads: [Int], keptKVHeads: [Int], keptChannels: [Int]) {
+        self.keptHeads = keptHeads
+        self.keptKVHeads = keptKVHeads
+        self.keptChannels = keptChannels
+    }
 }
 
 public struct Plan: Sendable {
@@ -114,7 +120,7 @@ public enum Allocation {
                 let g = s.H / s.Hkv
                 func raw(_ h: Int) -> Double { (0..<s.D).reduce(0) { $0 + a[h * s.D + $1] } }
                 func std(_ h: Int) -> Double { (0..<s.D).reduce(0) { $0 + aStd[h * s.D + $1] } / Double(s.D) }
-                switch o.attentionUnit {
+                switch g == 1 ? .group : o.attentionUnit {
                 case .group:
                     for k in 0..<s.Hkv {
                         let heads = Array(k * g..<(k + 1) * g)
@@ -177,19 +183,31 @@ public enum Allocation {
                 var index: Int
                 if let K = o.round {
                     index = Int((Double(F) * r + Double(K / 2)) / Double(K)) * K - 1
+                    if index < 0 { index = min(K, F) - 1 }  // at least K (Python's −1 would keep all)
                 } else {
                     index = Int(Double(F) * r)
                 }
-                index = min(index, F - 1)
-                if index < 0 {
-                    keepChannel[l] = [Bool](repeating: false, count: F)
-                } else {
-                    let t = mlp[l].sorted(by: >)[index]
-                    keepChannel[l] = mlp[l].map { $0 >= t }
-                }
+                index = max(0, min(index, F - 1))
+                let t = mlp[l].sorted(by: >)[index]
+                keepChannel[l] = mlp[l].map { $0 >= t }
             }
         } else if let structure = o.structure {
             let prunedLayers = (0..<L).filter { pruned[$0] }
+            // Layers left whole make the pruned ones remove more: P' = P·T / T_pruned (over the
+            // pruned layers that hold a pruned kind).
+            let active = prunedLayers.filter { (doAttention && !units[$0].isEmpty) || (doMLP && shapes[$0].F > 0) }
+            let tActive = active.reduce(0) { $0 + shapes[$1].parameters }
+            let perLayerRatio = tActive == T || tActive == 0 ? o.ratio : o.ratio * Double(T) / Double(tActive)
+            /// Attention min-keep, applied before an MM structure budgets the MLP with what attention removed.
+            func minKeepAttention(_ l: Int) {
+                let U = units[l].count
+                if U > 0, keepUnit[l].filter({ $0 }).count < min(o.minKeep, U) {
+                    keepUnit[l] = best(units[l].map(\.raw), count: min(o.minKeep, U))
+                }
+            }
+            func removedAttentionCost(_ l: Int) -> Int {
+                zip(units[l], keepUnit[l]).reduce(0) { $0 + ($1.1 ? 0 : $1.0.cost) }
+            }
             switch structure {
             case .ulum:
                 for l in prunedLayers {
@@ -198,7 +216,7 @@ public enum Allocation {
                     let mCost = s.F * s.channelCost
                     let kinds = (doAttention ? aCost : 0) + (doMLP ? mCost : 0)
                     guard kinds > 0 else { continue }
-                    let q = min(1, o.ratio * Double(s.parameters) / Double(kinds))
+                    let q = min(1, perLayerRatio * Double(s.parameters) / Double(kinds))
                     if doAttention {
                         keepUnit[l] = keepAtLeast(units[l].map(\.raw), removing: Int(q * Double(units[l].count)))
                     }
@@ -211,11 +229,11 @@ public enum Allocation {
                     var removedCost = 0
                     if doAttention && !units[l].isEmpty {
                         keepUnit[l] = keepAtLeast(units[l].map(\.raw), removing: r)
-                        // Groups cost the same; slices go in order, so the first r are the ones planned.
-                        removedCost = units[l].prefix(min(r, units[l].count)).reduce(0) { $0 + $1.cost }
+                        minKeepAttention(l)
+                        removedCost = removedAttentionCost(l)
                     }
                     if doMLP {
-                        let n = Int(floor((o.ratio * Double(s.parameters) - Double(removedCost)) / c0))
+                        let n = Int(floor((perLayerRatio * Double(s.parameters) - Double(removedCost)) / Double(s.channelCost)))
                         keepChannel[l] = keepAtLeast(mlp[l], removing: max(0, n))
                     }
                 }
@@ -230,9 +248,8 @@ public enum Allocation {
                         for (score, l, i) in all where !(score > t) {
                             keepUnit[l][i] = false
                         }
-                        // The cost of the units planned away (the lowest `removeHeads`).
-                        let lowest = all.sorted { $0.score < $1.score }.prefix(o.removeHeads)
-                        removedCost = lowest.reduce(0) { $0 + units[$1.l][$1.i].cost }
+                        for l in prunedLayers { minKeepAttention(l) }
+                        removedCost = prunedLayers.reduce(0) { $0 + removedAttentionCost($1) }
                     }
                 }
                 if doMLP {

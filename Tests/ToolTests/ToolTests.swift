@@ -6,7 +6,7 @@ import XCTest
 /// The tools as a user runs them: the built binaries, their output streams and exit codes.
 final class ToolTests: XCTestCase {
     func testHelp() throws {
-        for tool in ["convert", "evaluate", "calibrate", "score", "allocate"] {
+        for tool in ["convert", "evaluate", "calibrate", "score", "allocate", "slice"] {
             let r = try runTool(tool, ["--help"])
             XCTAssertEqual(r.status, 0, tool)
             XCTAssertTrue(r.stdoutText.contains("USAGE"), tool)
@@ -290,5 +290,36 @@ final class AllocateToolTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         }
+    }
+}
+
+final class SliceToolTests: XCTestCase {
+    /// calibrate → score → allocate → slice → evaluate through the binaries on the tiny model; a
+    /// plan made for another model is refused.
+    func testPipelineOnTinyModelAndRefusal() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+        let model = Fixtures.url("model/tiny_uniform.safetensors").path
+        try writeTokenWindows(path("w.st"), N: 1100, T: 8, vocabulary: 97, seed: 9)
+        let steps: [(String, [String])] = [
+            ("calibrate", ["--model", model, "--tokens", path("w.st"), "-o", path("stats.st.zst")]),
+            ("score", ["--model", model, "--stats", path("stats.st.zst"), "--metric", "flap", "-o", path("scores.st.zst")]),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "AL-AM", "-o", path("plan.st.zst")]),
+            ("slice", ["--model", model, "--plan", path("plan.st.zst"), "-o", path("sliced.st.zst")]),
+            ("evaluate", ["--model", path("sliced.st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
+        ]
+        for (tool, args) in steps {
+            let r = try runTool(tool, args + ["--quiet"])
+            XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+        }
+        let sliced = try TensorFile(path: path("sliced.st.zst"))
+        XCTAssertNotNil(sliced.metadata["parent_fingerprint"])
+        XCTAssertNotEqual(sliced.metadata["fingerprint"], sliced.metadata["parent_fingerprint"])
+
+        let other = Fixtures.url("model/tiny_nonuniform.safetensors").path
+        let r = try runTool("slice", ["--model", other, "--plan", path("plan.st.zst"), "-o", path("bad.st"), "--quiet"])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertTrue(r.stderr.contains("a plan for another model"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.st")))
     }
 }
