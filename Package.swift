@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "score", targets: ["score"]),
         .executable(name: "allocate", targets: ["allocate"]),
         .executable(name: "slice", targets: ["slice"]),
+        .executable(name: "restore", targets: ["restore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -35,7 +36,7 @@ let package = Package(
                 swiftSettings: fast),
         .target(name: "Calibration", dependencies: ["LlamaModel", "Evaluation", "Kernels", "TensorIO", "Tokenization"],
                 swiftSettings: fast),
-        .target(name: "Pruning", dependencies: ["Calibration", "LlamaModel", "TensorIO"], swiftSettings: fast),
+        .target(name: "Pruning", dependencies: ["Calibration", "LlamaModel", "TensorIO", "Kernels"], swiftSettings: fast),
         .target(name: "ToolSupport",
                 dependencies: ["TensorIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                 swiftSettings: fast),
@@ -50,6 +51,8 @@ let package = Package(
         .executableTarget(name: "allocate", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
         .executableTarget(name: "slice", dependencies: ["ToolSupport", "LlamaModel", "Pruning"], swiftSettings: fast),
+        .executableTarget(name: "restore", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
+                          swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize",

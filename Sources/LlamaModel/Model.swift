@@ -57,7 +57,8 @@ public final class Model {
         return out
     }
 
-    func layerTensorNames(_ l: Int) -> [String] {
+    /// The tensor names of layer l, in canonical order.
+    public func layerTensorNames(_ l: Int) -> [String] {
         var out = [TensorNames.inputNorm(l)]
         for p in Projection.allCases {
             if p == .gate { out.append(TensorNames.postAttentionNorm(l)) }

@@ -6,7 +6,7 @@ import XCTest
 /// The tools as a user runs them: the built binaries, their output streams and exit codes.
 final class ToolTests: XCTestCase {
     func testHelp() throws {
-        for tool in ["convert", "evaluate", "calibrate", "score", "allocate", "slice"] {
+        for tool in ["convert", "evaluate", "calibrate", "score", "allocate", "slice", "restore"] {
             let r = try runTool(tool, ["--help"])
             XCTAssertEqual(r.status, 0, tool)
             XCTAssertTrue(r.stdoutText.contains("USAGE"), tool)
@@ -302,12 +302,16 @@ final class SliceToolTests: XCTestCase {
         let model = Fixtures.url("model/tiny_uniform.safetensors").path
         try writeTokenWindows(path("w.st"), N: 1100, T: 8, vocabulary: 97, seed: 9)
         let steps: [(String, [String])] = [
-            ("calibrate", ["--model", model, "--tokens", path("w.st"), "-o", path("stats.st.zst")]),
+            ("calibrate", ["--model", model, "--tokens", path("w.st"), "--gram", "o_proj,down_proj", "-o", path("stats.st.zst")]),
             ("score", ["--model", model, "--stats", path("stats.st.zst"), "--metric", "flap", "-o", path("scores.st.zst")]),
             ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "AL-AM", "-o", path("plan.st.zst")]),
             ("slice", ["--model", model, "--plan", path("plan.st.zst"), "-o", path("sliced.st.zst")]),
             ("evaluate", ["--model", path("sliced.st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
-        ]
+        ] + ["bias", "lsq", "bias+lsq"].flatMap { m in [
+            ("restore", ["--model", path("sliced.st.zst"), "--dense", model, "--stats", path("stats.st.zst"),
+                         "--plan", path("plan.st.zst"), "--method", m, "-o", path("r-\(m).st.zst")]),
+            ("evaluate", ["--model", path("r-\(m).st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
+        ] }
         for (tool, args) in steps {
             let r = try runTool(tool, args + ["--quiet"])
             XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
@@ -316,10 +320,19 @@ final class SliceToolTests: XCTestCase {
         XCTAssertNotNil(sliced.metadata["parent_fingerprint"])
         XCTAssertNotEqual(sliced.metadata["fingerprint"], sliced.metadata["parent_fingerprint"])
 
+        let restored = try TensorFile(path: path("r-bias.st.zst"))
+        XCTAssertEqual(restored.header.entry("model.layers.0.mlp.down_proj.bias")?.shape, [64])
+
         let other = Fixtures.url("model/tiny_nonuniform.safetensors").path
-        let r = try runTool("slice", ["--model", other, "--plan", path("plan.st.zst"), "-o", path("bad.st"), "--quiet"])
+        var r = try runTool("slice", ["--model", other, "--plan", path("plan.st.zst"), "-o", path("bad.st"), "--quiet"])
         XCTAssertEqual(r.status, 65, r.stderr)
         XCTAssertTrue(r.stderr.contains("a plan for another model"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.st")))
+        // restore refuses a model not sliced from the given dense model.
+        r = try runTool("restore", ["--model", path("sliced.st.zst"), "--dense", other, "--stats", path("stats.st.zst"),
+                                    "--plan", path("plan.st.zst"), "--method", "bias", "-o", path("bad.st"), "--quiet"])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertTrue(r.stderr.contains("not sliced from"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.st")))
     }
 }
