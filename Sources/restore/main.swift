@@ -73,11 +73,6 @@ struct Restore: ParsableCommand {
             }
             let c = denseModel.config, sc = sliced.config
             try planFile.check(against: c, name: plan)
-            for p in [StatPoint.oProjInput, .downProjInput] where method.needsGram {
-                guard statsFile.header.entry(StatNames.point(0, p, .gram)) != nil else {
-                    throw SliceError("\(stats): no Gram matrix at the \(p.shortName) input; calibrate with --gram o_proj,down_proj")
-                }
-            }
             // Output tensors: the sliced model's, with o_proj and down_proj biases where the method adds them.
             var tensors: [(name: String, shape: [Int])] = []
             for name in sliced.tensorNames {
@@ -112,6 +107,9 @@ struct Restore: ParsableCommand {
                         let s = try statsFile.doubles(StatNames.point(l, point, .sum))
                         let g = statsFile.header.entry(StatNames.point(l, point, .gram)) != nil
                             ? try statsFile.doubles(StatNames.point(l, point, .gram)) : nil
+                        if method.needsGram && g == nil && kept.count < dense.inFeatures {
+                            throw SliceError("\(stats): no Gram matrix at layer \(l)'s \(point.shortName) input, which lost columns; calibrate with --gram \(point.shortName)")
+                        }
                         guard s.count == dense.inFeatures else {
                             throw SliceError("\(stats): layer \(l) \(point.shortName) statistics have \(s.count) channels, the dense model \(dense.inFeatures)")
                         }

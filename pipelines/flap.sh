@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# FLAP (An et al., AAAI 2024), as its official recipe: 1024 calibration windows of 128 tokens, the WIFV
+# fluctuation metric, the AL-AM structure (adaptive across layers and modules, standardised scores), bias
+# compensation. Heads are removed by KV group (GQA). Usage: see pipelines/common.sh.
+NAME=flap
+run_pipeline() {
+    "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" --samples 1024 --seqlen 128 "${threads[@]}" \
+        --quiet -o "$out/stats.st.zst"
+    "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric flap --quiet -o "$out/scores.st.zst"
+    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure AL-AM --plot "$out/plan.svg" \
+        -o "$out/plan.st.zst"
+    "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o - |
+        "$bin/restore" --model - --dense "$out/dense.st" --stats "$out/stats.st.zst" --plan "$out/plan.st.zst" \
+            --method bias --quiet -o "$out/pruned.st.zst"
+}
+source "$(dirname "$0")/common.sh"
