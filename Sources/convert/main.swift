@@ -13,11 +13,13 @@ struct Convert: ParsableCommand {
             --to model (default) writes one PruneKit model file (.st.zst: zstd-compressed \
             safetensors with Hugging Face tensor names, the configuration and tokenizer in \
             its metadata); --to hf writes a Hugging Face directory that transformers loads \
-            (uniform layer widths only).
+            (uniform layer widths only); --to gguf writes a GGUF file llama.cpp runs (architecture \
+            llama, or deci for per-layer widths; --dtype f32, f16 or q8_0).
 
             Example:
               convert SmolLM2-135M-Instruct.Q4_1.gguf -o smollm2.st.zst
               convert pruned.st.zst --to hf -o pruned-hf/
+              convert pruned.st.zst --to gguf --dtype q8_0 -o pruned.gguf
             """)
 
     @Argument(help: "The model to convert (GGUF file, Hugging Face directory, model file or -).")
@@ -26,17 +28,23 @@ struct Convert: ParsableCommand {
     @Option(name: [.short, .long], help: "Output: a model file, a directory for --to hf, or -.")
     var output: String
 
-    @Option(name: .long, help: "Output form: model or hf.")
+    @Option(name: .long, help: "Output form: model, hf or gguf.")
     var to: String = "model"
 
-    @Option(name: .long, help: "Weight type: auto (keep the source's float type; quantised → f32), f32, f16, bf16.")
+    @Option(name: .long, help: "Weight type: auto (keep the source's float type; quantised → f32), f32, f16, bf16; for gguf: f32 (auto), f16 or q8_0.")
     var dtype: String = "auto"
 
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        guard ["model", "hf"].contains(to) else {
-            throw ValidationError("--to must be model or hf, not '\(to)'")
+        guard ["model", "hf", "gguf"].contains(to) else {
+            throw ValidationError("--to must be model, hf or gguf, not '\(to)'")
+        }
+        if to == "gguf" {
+            guard dtype == "auto" || GGUFExportType(rawValue: dtype) != nil else {
+                throw ValidationError("--dtype for gguf must be f32, f16 or q8_0, not '\(dtype)'")
+            }
+            return
         }
         guard WeightType(rawValue: dtype) != nil else {
             throw ValidationError("--dtype must be one of auto, f32, f16, bf16, not '\(dtype)'")
@@ -47,11 +55,17 @@ struct Convert: ParsableCommand {
         try runToolBody("convert") {
             installInterruptCleanup()
             let weightType = WeightType(rawValue: dtype) ?? .auto
+            if to == "gguf" { try checkBinaryOutput(output) }
             let model = try Model.open(input)
             let names = model.tensorNames
             let progress = Progress("convert", total: names.count, unit: "tensors",
                                     quiet: common.quiet)
             switch to {
+            case "gguf":
+                guard output != "-" else { throw UsageError("--to gguf needs a file, not -") }
+                try model.exportGGUF(to: output, type: GGUFExportType(rawValue: dtype) ?? .f32) { done, total in
+                    progress.update(done * names.count / max(total, 1))
+                }
             case "hf":
                 guard output != "-" else { throw UsageError("--to hf needs a directory, not -") }
                 try model.exportHuggingFace(to: output, weightType: weightType) { done, _ in

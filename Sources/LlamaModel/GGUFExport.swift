@@ -1,0 +1,134 @@
+import Foundation
+import TensorIO
+import Tokenization
+
+/// The element type of a GGUF export's matrices (1-D tensors — norms, biases — stay F32, as in
+/// llama.cpp's converter; a matrix whose rows are not a multiple of 32 values falls back from
+/// Q8_0 to F16).
+public enum GGUFExportType: String, CaseIterable, Sendable {
+    case f32, f16, q8_0
+
+    var ggml: GGMLType {
+        switch self {
+        case .f32: return .F32
+        case .f16: return .F16
+        case .q8_0: return .Q8_0
+        }
+    }
+
+    var fileType: UInt32 {
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .q8_0: return 7
+        }
+    }
+}
+
+extension Model {
+    /// Writes a GGUF file llama.cpp loads: architecture `llama` when every layer has the same
+    /// widths, `deci` (per-layer `head_count`, `head_count_kv`, `feed_forward_length` arrays)
+    /// when not; `key_length`, `value_length` and `rope.dimension_count` explicit; the rows of
+    /// attn_q/attn_k permuted per layer into llama.cpp's interleaved rotary order; the tokenizer
+    /// as `tokenizer.ggml.*`. Refuses what llama.cpp's deci graph would compute differently: a
+    /// layer with attention but no MLP (deci skips the whole layer) and a layer without heads
+    /// whose o_proj keeps a bias.
+    public func exportGGUF(to path: String, type: GGUFExportType, progress: ((Int, Int) -> Void)? = nil) throws {
+        let c = config
+        let L = c.numLayers, C = c.hiddenSize, D = c.headDim
+        let arch = c.isUniform ? "llama" : "deci"
+        for l in 0..<L {
+            if c.headCounts[l] > 0 && c.ffnWidths[l] == 0 {
+                throw TensorIOError.badData("\(self.path): layer \(l) keeps attention but no MLP channels; llama.cpp's deci graph would skip the whole layer (keep at least one channel: allocate --min-keep)")
+            }
+            if c.headCounts[l] == 0 && hasBias(l, .o) {
+                throw TensorIOError.badData("\(self.path): layer \(l) has no heads but an o_proj bias, which llama.cpp's deci graph ignores (keep at least one KV group: allocate --min-keep)")
+            }
+        }
+        guard c.ropeScaling == nil else {
+            throw TensorIOError.badData("\(self.path): GGUF export of llama3 rope scaling (rope_freqs) is not supported yet")
+        }
+        guard let json = tokenizerJSON else {
+            throw TensorIOError.badData("\(self.path): the model has no tokenizer to write into the GGUF")
+        }
+        let tokenizer = try Tokenizer(json: Data(json.utf8))
+        var meta: [(String, GGUFValue)] = [
+            ("general.architecture", .string(arch)),
+            ("general.name", .string(URL(fileURLWithPath: self.path).deletingPathExtension().lastPathComponent)),
+            ("general.file_type", .uint32(type.fileType)),
+            ("general.alignment", .uint32(UInt32(GGUFWriter.alignment))),
+            ("\(arch).block_count", .uint32(UInt32(L))),
+            ("\(arch).context_length", .uint32(UInt32(c.maxPositionEmbeddings))),
+            ("\(arch).embedding_length", .uint32(UInt32(C))),
+            ("\(arch).vocab_size", .uint32(UInt32(c.vocabSize))),
+            ("\(arch).rope.freq_base", .float32(Float(c.ropeTheta))),
+            ("\(arch).attention.layer_norm_rms_epsilon", .float32(Float(c.rmsNormEps))),
+            ("\(arch).attention.key_length", .uint32(UInt32(D))),
+            ("\(arch).attention.value_length", .uint32(UInt32(D))),
+            ("\(arch).rope.dimension_count", .uint32(UInt32(D))),
+        ]
+        if arch == "llama" {
+            meta += [("llama.attention.head_count", .uint32(UInt32(c.headCounts.first ?? 0))),
+                     ("llama.attention.head_count_kv", .uint32(UInt32(c.kvHeadCounts.first ?? 0))),
+                     ("llama.feed_forward_length", .uint32(UInt32(c.ffnWidths.first ?? 0)))]
+        } else {
+            meta += [("deci.attention.head_count", .array(c.headCounts.map { .int32(Int32($0)) })),
+                     ("deci.attention.head_count_kv", .array(c.kvHeadCounts.map { .int32(Int32($0)) })),
+                     ("deci.feed_forward_length", .array(c.ffnWidths.map { .int32(Int32($0)) }))]
+        }
+        var tok = try tokenizer.ggufMetadata()
+        tok.removeAll { $0.0 == "tokenizer.ggml.bos_token_id" || $0.0 == "tokenizer.ggml.eos_token_id" }
+        if let b = c.bosTokenID ?? tokenizer.bosTokenID.map(Int.init) { tok.append(("tokenizer.ggml.bos_token_id", .uint32(UInt32(b)))) }
+        if let e = c.eosTokenID ?? tokenizer.eosTokenID.map(Int.init) { tok.append(("tokenizer.ggml.eos_token_id", .uint32(UInt32(e)))) }
+        meta += tok
+
+        // Tensors in llama.cpp names; a layer's absent attention or MLP writes nothing.
+        var specs: [(GGUFWriter.TensorSpec, String)] = []
+        func add(_ hf: String, _ gguf: String) {
+            let shape = self.shape(hf)!
+            let matrix = shape.count == 2
+            var t: GGMLType = matrix ? type.ggml : .F32
+            if t == .Q8_0 && shape[1] % 32 != 0 { t = .F16 }
+            specs.append((GGUFWriter.TensorSpec(name: gguf, shape: shape, type: t), hf))
+        }
+        add(TensorNames.embedding, "token_embd.weight")
+        for l in 0..<L {
+            let H = c.headCounts[l], F = c.ffnWidths[l]
+            if H > 0 { add(TensorNames.inputNorm(l), "blk.\(l).attn_norm.weight") }
+            for p in Projection.allCases {
+                let isAttention = [Projection.q, .k, .v, .o].contains(p)
+                if (isAttention && H == 0) || (!isAttention && F == 0) { continue }
+                if p == .gate { add(TensorNames.postAttentionNorm(l), "blk.\(l).ffn_norm.weight") }
+                add(TensorNames.weight(l, p), "blk.\(l).\(p.ggufName).weight")
+                if hasBias(l, p) { add(TensorNames.bias(l, p), "blk.\(l).\(p.ggufName).bias") }
+            }
+        }
+        add(TensorNames.finalNorm, "output_norm.weight")
+        if !c.tieWordEmbeddings { add(TensorNames.head, "output.weight") }
+
+        let writer = try GGUFWriter(path: path, metadata: meta, tensors: specs.map(\.0))
+        do {
+            for (i, (spec, hf)) in specs.enumerated() {
+                var values = try floats(hf)
+                if let l = layerOf(hf), hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
+                    || hf == TensorNames.weight(l, .k) || hf == TensorNames.bias(l, .k)
+                {
+                    let isQ = hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
+                    let rows = spec.shape[0], cols = spec.shape.count > 1 ? spec.shape[1] : 1
+                    values = permuteRows(values, heads: isQ ? c.headCounts[l] : c.kvHeadCounts[l], rows: rows, cols: cols)
+                }
+                try writer.write(spec.name, values)
+                progress?(i + 1, specs.count)
+            }
+            try writer.finish()
+        } catch {
+            writer.abort()
+            throw error
+        }
+    }
+
+    private func layerOf(_ name: String) -> Int? {
+        let parts = name.split(separator: ".")
+        return parts.count > 3 && parts[0] == "model" && parts[1] == "layers" ? Int(parts[2]) : nil
+    }
+}
