@@ -5,19 +5,8 @@
 # GFLOP/s this machine reaches, peak memory, and the same statistics captured by forward hooks in
 # transformers on the same windows (scripts/reference/hf_calibrate_bench.py).
 # Usage: bench/calibrate.sh [MODEL.gguf] [DIVISOR (default 1: the full sizes; 8 = an eighth of the windows)]
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-data="${PRUNEKIT_DATA:-$root/../shared/data}"
-model="${1:-$("$root/scripts/fetch-model.sh")}"
+source "$(dirname "$0")/setup.sh"
 divisor="${2:-1}"
-threads="${THREADS:-$(nproc)}"
-work="$(mktemp -d "${TMPDIR:-/tmp}/prunekit-bench.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-(cd "$root" && swift build -c release >&2)
-bin="$root/.build/release"
-"$bin/convert" "$model" -o "$work/model.st" --quiet
-peak=$("$bin/prunekit-bench" sgemm --size 2048 --threads "$threads" | sed -E 's/.*: ([0-9.]+) GFLOP\/s.*/\1/')
-printf 'sgemm peak (N=2048, %s threads): %s GFLOP/s\n\n' "$threads" "$peak"
 printf '%-12s %9s %9s %8s %8s | %9s %8s | %7s\n' "N × T" "seconds" "GFLOP/s" "of peak" "RSS MB" "HF s" "HF RSS" "speed"
 for spec in "128 1024" "2048 128"; do
     set -- $spec

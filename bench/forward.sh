@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The forward pass, in one run on this machine:
+#  - effective GFLOP/s of `evaluate` on WikiText-2 at T = 2048 and T = 128 against the sgemm
+#    GFLOP/s the same machine reaches on a large square product (prunekit-bench sgemm);
+#  - tokens/s and peak memory against transformers (float32, CPU, eager, same windows).
+# Usage: bench/forward.sh [MODEL.gguf] [WINDOWS_AT_2048 (default 8)]
+source "$(dirname "$0")/setup.sh"
+n2048="${2:-8}"
+n128=$((n2048 * 16))
+
+run_ours() {  # T windows → "tokens/s GFLOP/s maxrssMB"
+    local T=$1 N=$2
+    /usr/bin/time -f "%M" -o "$work/rss" "$bin/evaluate" --model "$work/model.st" --ppl wikitext2 \
+        --seqlen "$T" --limit "$N" --threads "$threads" --json --quiet > "$work/out.json"
+    python3 - "$work/out.json" "$work/rss" "$T" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); rss = int(open(sys.argv[2]).read().split()[-1]) / 1024
+T = int(sys.argv[3])
+# FLOPs per token: 2 per multiply-add of every linear weight and the head, plus causal attention
+# (Q·Kᵀ and P·V over (T+1)/2 keys on average). SmolLM2: C 576, 30 layers, 9 heads of 64, V 49152.
+C, L, H, D, F, V, Hkv = 576, 30, 9, 64, 1536, 49152, 3
+linear = L * (2 * C * D * (H + Hkv) + 3 * C * F) + V * C
+attention = L * 4 * H * D * (T + 1) / 2
+flops = r["tokens_evaluated"] * (2 * linear + attention)
+print(f'{r["tokens_per_second"]:.0f} {flops / r["seconds"] / 1e9:.1f} {rss:.0f} {r["perplexity"]:.4f}')
+PY
+}
+
+run_theirs() {
+    python3 "$root/scripts/reference/hf_forward_bench.py" "$model" "$1" "$2" "$threads" 2>/dev/null | tail -n 1
+}
+
+printf '%-10s %10s %9s %8s %10s | %10s %8s %10s | %7s %7s\n' T "tok/s" "GFLOP/s" "of peak" "RSS MB" \
+    "HF tok/s" "HF RSS" "HF ppl" "speed" "memory"
+for spec in "2048 $n2048" "128 $n128"; do
+    set -- $spec
+    read -r tps gf rss ppl <<<"$(run_ours "$1" "$2")"
+    read -r htps hrss hppl <<<"$(run_theirs "$1" "$2")"
+    python3 -c "print(f'{$1:<10} {$tps:>10} {$gf:>9} {100*$gf/$peak:>7.0f}% {$rss:>10} | {$htps:>10} {$hrss:>8} {$hppl:>10} | {$tps/$htps:>6.2f}x {$rss/$hrss:>6.2f}x   (ppl {$ppl})')"
+done
