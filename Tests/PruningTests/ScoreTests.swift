@@ -60,14 +60,4 @@ final class ScoreTests: XCTestCase {
         try check(model: model, stats: "smollm2_stats.safetensors", scores: "smollm2_scores.safetensors",
                   layers: [0, 1, 15, 29])
     }
-
-    func testFlapIsWifv() throws {
-        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
-        let (stats, N) = try statistics(model: model, fixture: "tiny_uniform_stats.safetensors")
-        let w = try model.layer(1)
-        let a = try Scoring.score(.flap, layer: 1, weights: w, stats: stats, windows: N)
-        let b = try Scoring.score(.wifv, layer: 1, weights: w, stats: stats, windows: N)
-        XCTAssertEqual(a.attention, b.attention)
-        XCTAssertEqual(a.mlp, b.mlp)
-    }
 }
