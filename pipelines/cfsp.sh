@@ -5,8 +5,7 @@
 # fine-tuning is not run (finetune is not written yet). Usage: see pipelines/common.sh.
 NAME=cfsp
 run_pipeline() {
-    "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" --samples 128 --seqlen 2048 "${threads[@]}" \
-        --quiet -o "$out/stats.st.zst"
+    calibrate_stats --samples 128 --seqlen 2048
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --blocks angular --prune mlp --round 128 \
         --plot "$out/plan.svg" -o "$out/plan.st.zst"

@@ -2,7 +2,9 @@
 # A pipeline sets NAME and defines run_pipeline (which writes "$out/pruned.st.zst"), then sources this.
 #   pipelines/NAME.sh [MODEL (default: SmolLM2 GGUF)] [RATIO (default 0.2)] [CALIBRATION JSONL (default: the C4 sample)]
 # Environment: OUT (output folder, default out/NAME-RATIO), SEQLENS (evaluation window lengths, default "2048 128"),
-# LIMIT (evaluate only the first N windows, default all), THREADS.
+# LIMIT (evaluate only the first N windows, default all), THREADS, CACHE (default out/cache: calibration
+# statistics and dense evaluations are kept there, keyed by the model file, the data file, the tool's binary and
+# the arguments, and reused by later runs; CACHE=none turns it off).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
@@ -20,22 +22,57 @@ threads=()
 limit=()
 [[ -n "${LIMIT:-}" ]] && limit=(--limit "$LIMIT")
 
-evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T
+cache="${CACHE:-$root/out/cache}"
+[[ "$cache" == none ]] || mkdir -p "$cache"
+reused=()
+
+cache_key() {  # FILE... -- ARG... → a digest of the files' paths, sizes and times and of the arguments
+    local parts=()
+    while [[ $# -gt 0 && "$1" != -- ]]; do parts+=("$(stat -L -c '%n %s %Y' "$(realpath "$1")")"); shift; done
+    shift
+    printf '%s\n' "${parts[@]}" "$@" | sha256sum | cut -c1-16
+}
+
+cached() {  # KEY OUTPUT COMMAND... : runs COMMAND (which writes OUTPUT) unless the cache holds KEY
+    local key="$1" output="$2"; shift 2
+    if [[ "$cache" != none && -f "$cache/$key" ]]; then
+        echo "reusing $cache/$key for $(basename "$output")" >&2
+        cp "$cache/$key" "$output"
+        reused+=("$(basename "$output")")
+        return
+    fi
+    "$@"
+    if [[ "$cache" != none ]]; then cp "$output" "$cache/$key.tmp" && mv "$cache/$key.tmp" "$cache/$key"; fi
+}
+
+calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model is $out/dense.st, the data $calib)
+    cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
+        "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
+}
+
+evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T (the dense model's results come from the cache)
     for T in $seqlens; do
-        "$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen "$T" "${limit[@]}" "${threads[@]}" --json --quiet \
-            > "$out/$2-$T.json"
+        local run=("$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen "$T" "${limit[@]}" "${threads[@]}" --json --quiet)
+        if [[ "$2" == dense ]]; then
+            cached "dense-$(cache_key "$model" "$data/wikitext-2-raw/wiki.test.raw" "$bin/evaluate" -- "$T" "${limit[@]}" "${threads[@]}")" "$out/$2-$T.json" \
+                sh -c '"$@" > "$0"' "$out/$2-$T.json" "${run[@]}"
+        else
+            "${run[@]}" > "$out/$2-$T.json"
+        fi
     done
 }
 
 summary() {
-    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" <<'PY'
+    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" <<'PY'
 import json, sys
 out, seqlens, name, ratio, seconds = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], float(sys.argv[5])
+stats_reused = "stats.st.zst" in sys.argv[6].split()
 rows = []
 for label in ("dense", "pruned"):
     r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
     rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
-print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s; WikiText-2 perplexity)")
+note = ", calibration statistics reused from the cache, not included" if stats_reused else ""
+print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note}; WikiText-2 perplexity)")
 print(f"{'model':<8} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
 for label, params, ppl in rows:
     print(f"{label:<8} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))

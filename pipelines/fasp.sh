@@ -5,8 +5,7 @@
 # Usage: see pipelines/common.sh.
 NAME=fasp
 run_pipeline() {
-    "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" --samples 128 --seqlen 2048 "${threads[@]}" \
-        --gram down_proj --gram-dtype f64 --quiet -o "$out/stats.st.zst"
+    calibrate_stats --samples 128 --seqlen 2048 --gram down_proj --gram-dtype f64
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric fasp --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --prune mlp \
         --plot "$out/plan.svg" -o "$out/plan.st.zst"

@@ -4,8 +4,7 @@
 # compensation. Heads are removed by KV group (GQA). Usage: see pipelines/common.sh.
 NAME=flap
 run_pipeline() {
-    "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" --samples 1024 --seqlen 128 "${threads[@]}" \
-        --quiet -o "$out/stats.st.zst"
+    calibrate_stats --samples 1024 --seqlen 128
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric flap --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure AL-AM --plot "$out/plan.svg" \
         -o "$out/plan.st.zst"

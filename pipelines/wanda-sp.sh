@@ -4,8 +4,7 @@
 # compensation. Usage: see pipelines/common.sh.
 NAME=wanda-sp
 run_pipeline() {
-    "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" --samples 128 --seqlen 2048 "${threads[@]}" \
-        --quiet -o "$out/stats.st.zst"
+    calibrate_stats --samples 128 --seqlen 2048
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric wanda-sp --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --plot "$out/plan.svg" \
         -o "$out/plan.st.zst"
