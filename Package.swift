@@ -68,7 +68,7 @@ let package = Package(
                     swiftSettings: fast),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "TestSupport"],
                     swiftSettings: fast),
-        .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO"], swiftSettings: fast),
+        .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel"], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]
 )

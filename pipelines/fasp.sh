@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# FASP, in part: 128 windows of 2048 tokens with Gram matrices, the score Σ_i |W_ij|·‖X_j‖ on the consumer,
-# the same fraction in every layer, least-squares restoration of the consumers (Cholesky). FASP's own
-# attention unit, V/O dimensions, is not available yet: this pipeline prunes MLP channels only.
-# Usage: see pipelines/common.sh.
+# FASP (Hu et al., 2025): 128 windows of 2048 tokens with Gram matrices at the o_proj and down_proj inputs,
+# the score Σ_i |W_ij|·‖X_j‖ on the consumer's columns, FASP's interlinked units (an MLP channel: gate/up
+# row and down_proj column; a V/O dimension: v_proj row and the o_proj columns that read it, Q and K
+# untouched), the same fraction in every layer, least-squares restoration of o_proj and down_proj
+# (Cholesky). The result has value heads narrower than head_dim: PruneKit's evaluate runs it; transformers
+# and llama.cpp cannot hold it. Usage: see pipelines/common.sh.
 NAME=fasp
 run_pipeline() {
-    calibrate_stats --samples 128 --seqlen 2048 --gram down_proj --gram-dtype f64
+    calibrate_stats --samples 128 --seqlen 2048 --gram o_proj,down_proj --gram-dtype f64
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric fasp --quiet -o "$out/scores.st.zst"
-    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --prune mlp \
+    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --attention-unit vo \
         --plot "$out/plan.svg" -o "$out/plan.st.zst"
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o - |
         "$bin/restore" --model - --dense "$out/dense.st" --stats "$out/stats.st.zst" --plan "$out/plan.st.zst" \

@@ -39,7 +39,7 @@ public enum StatPoint: String, CaseIterable, Sendable {
     public func width(_ c: LlamaConfig, layer l: Int) -> Int {
         switch self {
         case .attentionInput, .mlpInput: return c.hiddenSize
-        case .oProjInput: return c.headCounts[l] * c.headDim
+        case .oProjInput: return c.attentionOutputWidth(layer: l)
         case .downProjInput: return c.ffnWidths[l]
         }
     }

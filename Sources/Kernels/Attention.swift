@@ -4,7 +4,10 @@
 //
 // Dimensions: T tokens, H query heads, Hkv key/value heads, D head size; rep = H / Hkv query heads
 // per KV head; B query rows per block; L ≤ T keys seen by a block.
-//   q: [T, H, D]; k, v: [T, Hkv, D]; out: [T, H, D]
+//   q: [T, H, D]; k: [T, Hkv, D]; v: [T, Hkv, D]; out: [T, H, D]
+// Narrowed value heads (FASP's V/O pruning): KV head g has w_g ≤ D values, v: [T, Σw] with
+// group g at columns Σ_{g'<g} w_g'; its query heads write w_g values each, so out: [T, rep·Σw]
+// with head h = g·rep + j at columns rep·Σ_{g'<g} w_g' + j·w_g.
 //   per worker scratch: qp: [rep·B, D] (the block's queries of one KV group, head-major);
 //                       s: [rep·B, L] (scores, then probabilities); op: [rep·B, D]
 //
@@ -22,12 +25,18 @@ nonisolated(unsafe) var attentionBlockTarget = 192
 
 public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                            T: Int, H: Int, Hkv: Int, D: Int) {
+                            T: Int, H: Int, Hkv: Int, D: Int, valueWidths: [Int]? = nil) {
     precondition(T >= 0 && H >= 0 && Hkv >= 0 && D >= 0, "negative size in causalAttention")
     if H == 0 || T == 0 { return }
     precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
     if D == 0 { return }
     let rep = H / Hkv
+    let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
+    precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
+                 "value widths \(widths) for \(Hkv) KV heads of size \(D)")
+    var offsets = [Int](repeating: 0, count: Hkv)
+    for g in 1..<max(Hkv, 1) { offsets[g] = offsets[g - 1] + widths[g - 1] }
+    let values = ValueLayout(widths: widths, offsets: offsets, rowWidth: widths.reduce(0, +))
     let B = min(T, max(8, attentionBlockTarget / rep))
     let blocks = (T + B - 1) / B
     let items = blocks * Hkv
@@ -42,7 +51,7 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
     func run(item: Int, worker: Int) {
         let b = blocks - 1 - item / Hkv, g = item % Hkv
         let s = scratch + worker * stride
-        attentionBlock(q: q, k: k, v: v, out: out, T: T, H: H, Hkv: Hkv, D: D, group: g,
+        attentionBlock(q: q, k: k, v: v, out: out, T: T, H: H, Hkv: Hkv, D: D, values: values, group: g,
                        rowStart: b * B, rows: min(B, T - b * B), scale: scale,
                        qp: s + M * T, s: s, op: s + M * T + M * D)
     }
@@ -70,10 +79,17 @@ private final class ItemCounter: @unchecked Sendable {
     }
 }
 
+/// Where each KV group's values lie in a row of v (and, times rep, of out).
+private struct ValueLayout {
+    var widths: [Int]
+    var offsets: [Int]
+    var rowWidth: Int
+}
+
 /// Query rows i0..<i0+rows of the rep heads of KV group g.
 private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                            T: Int, H: Int, Hkv: Int, D: Int, group g: Int, rowStart i0: Int,
+                            T: Int, H: Int, Hkv: Int, D: Int, values: ValueLayout, group g: Int, rowStart i0: Int,
                             rows: Int, scale: Float, qp: UnsafeMutablePointer<Float>,
                             s: UnsafeMutablePointer<Float>, op: UnsafeMutablePointer<Float>) {
     let rep = H / Hkv, M = rep * rows, L = i0 + rows
@@ -91,12 +107,15 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
             softmaxRow(s + (j * rows + r) * L, valid: i0 + r + 1, total: L)
         }
     }
-    // op[M, D] = s[M, L] · v[0..<L, g, :]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(D), Int32(L), 1,
-                s, Int32(L), v + g * D, Int32(Hkv * D), 0, op, Int32(D))
+    // op[M, w] = s[M, L] · v[0..<L, g's w values]
+    let w = values.widths[g], VW = values.rowWidth
+    if w == 0 { return }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(w), Int32(L), 1,
+                s, Int32(L), v + values.offsets[g], Int32(VW), 0, op, Int32(w))
     for j in 0..<rep {
         for r in 0..<rows {
-            (out + ((i0 + r) * H + g * rep + j) * D).update(from: op + (j * rows + r) * D, count: D)
+            (out + (i0 + r) * rep * VW + rep * values.offsets[g] + j * w)
+                .update(from: op + (j * rows + r) * w, count: w)
         }
     }
 }

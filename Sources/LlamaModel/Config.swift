@@ -12,6 +12,11 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var headCounts: [Int]
     public var kvHeadCounts: [Int]
     public var ffnWidths: [Int]
+    /// Per layer, per KV head, the width of its value vectors, when some are narrower than
+    /// `headDim` (FASP's V/O pruning removes single value dimensions: row d of v_proj with the
+    /// o_proj columns that read it); nil when every value head has `headDim` values, as in every
+    /// stock model. See `valueWidths(layer:)`.
+    public var valueWidths: [[Int]]?
     public var vocabSize: Int
     public var rmsNormEps: Double
     public var ropeTheta: Double
@@ -87,6 +92,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         case headCounts = "head_counts"
         case kvHeadCounts = "kv_head_counts"
         case ffnWidths = "ffn_widths"
+        case valueWidths = "value_widths"
         case vocabSize = "vocab_size"
         case rmsNormEps = "rms_norm_eps"
         case ropeTheta = "rope_theta"
@@ -99,7 +105,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
 
     public init(
         architecture: String = "llama", hiddenSize: Int, numLayers: Int, headDim: Int,
-        headCounts: [Int], kvHeadCounts: [Int], ffnWidths: [Int], vocabSize: Int,
+        headCounts: [Int], kvHeadCounts: [Int], ffnWidths: [Int], valueWidths: [[Int]]? = nil, vocabSize: Int,
         rmsNormEps: Double, ropeTheta: Double, ropeScaling: RopeScaling? = nil,
         maxPositionEmbeddings: Int, tieWordEmbeddings: Bool, bosTokenID: Int? = nil,
         eosTokenID: Int? = nil
@@ -111,6 +117,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         self.headCounts = headCounts
         self.kvHeadCounts = kvHeadCounts
         self.ffnWidths = ffnWidths
+        self.valueWidths = valueWidths
         self.vocabSize = vocabSize
         self.rmsNormEps = rmsNormEps
         self.ropeTheta = ropeTheta
@@ -131,6 +138,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         headCounts = try c.decode([Int].self, forKey: .headCounts)
         kvHeadCounts = try c.decode([Int].self, forKey: .kvHeadCounts)
         ffnWidths = try c.decode([Int].self, forKey: .ffnWidths)
+        valueWidths = try c.decodeIfPresent([[Int]].self, forKey: .valueWidths)
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
         ropeTheta = try c.decode(Double.self, forKey: .ropeTheta)
@@ -151,6 +159,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encode(headCounts, forKey: .headCounts)
         try c.encode(kvHeadCounts, forKey: .kvHeadCounts)
         try c.encode(ffnWidths, forKey: .ffnWidths)
+        // Only when present, so that a model without narrowed value heads keeps its bytes.
+        try c.encodeIfPresent(valueWidths, forKey: .valueWidths)
         try c.encode(vocabSize, forKey: .vocabSize)
         try c.encode(rmsNormEps, forKey: .rmsNormEps)
         try c.encode(ropeTheta, forKey: .ropeTheta)
@@ -186,6 +196,16 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             try check(kv == 0 || h % kv == 0,
                       "layer \(l): \(h) heads are not a multiple of \(kv) KV heads")
         }
+        if let widths = valueWidths {
+            try check(widths.count == numLayers,
+                      "value_widths has \(widths.count) entries for \(numLayers) layers")
+            for l in 0..<numLayers {
+                try check(widths[l].count == kvHeadCounts[l],
+                          "layer \(l): value_widths has \(widths[l].count) entries for \(kvHeadCounts[l]) KV heads")
+                try check(widths[l].allSatisfy { $0 >= 0 && $0 <= headDim },
+                          "layer \(l): value widths \(widths[l]) must lie in 0...\(headDim)")
+            }
+        }
         try check(rmsNormEps > 0 && rmsNormEps.isFinite, "rms_norm_eps must be positive")
         try check(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta must be positive")
         try check(maxPositionEmbeddings > 0, "max_position_embeddings must be positive")
@@ -194,6 +214,27 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     /// True when every layer has the same widths (a model stock transformers can hold).
     public var isUniform: Bool {
         Set(headCounts).count == 1 && Set(kvHeadCounts).count == 1 && Set(ffnWidths).count == 1
+    }
+
+    /// The value widths of layer l's KV heads (`headDim` each unless narrowed).
+    public func valueWidths(layer l: Int) -> [Int] {
+        valueWidths?[l] ?? [Int](repeating: headDim, count: kvHeadCounts[l])
+    }
+
+    /// Rows of layer l's v_proj: the sum of its KV heads' value widths.
+    public func valueRows(layer l: Int) -> Int { valueWidths(layer: l).reduce(0, +) }
+
+    /// Columns of layer l's o_proj (its attention output): every query head has the value width
+    /// of its KV head, heads in order, so head h's columns start at the widths of heads 0..<h.
+    public func attentionOutputWidth(layer l: Int) -> Int {
+        kvHeadCounts[l] == 0 ? 0 : headCounts[l] / kvHeadCounts[l] * valueRows(layer: l)
+    }
+
+    /// The configuration with `valueWidths` set, or nil when every width is `headDim` again.
+    public func withValueWidths(_ widths: [[Int]]) -> LlamaConfig {
+        var c = self
+        c.valueWidths = widths.allSatisfy { $0.allSatisfy { $0 == headDim } } ? nil : widths
+        return c
     }
 
     /// The configuration as the JSON stored in a model file's `__metadata__["config"]`

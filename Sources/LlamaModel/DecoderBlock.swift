@@ -6,7 +6,8 @@ import Kernels
 /// Inputs of a block's linear layers, shown to an observer (calibration statistics) while they
 /// are alive. `rows` counts the R rows of every buffer.
 public enum BlockTap {
-    /// input: [R, C] after input_layernorm (the q/k/v input); heads: [R, H·D] (the o_proj input).
+    /// input: [R, C] after input_layernorm (the q/k/v input); heads: [R, H·D] (the o_proj input;
+    /// narrower when value heads are, see `LlamaConfig.attentionOutputWidth`).
     case attention(input: UnsafePointer<Float>, heads: UnsafePointer<Float>, rows: Int)
     /// input: [R, C] after post_attention_layernorm (gate/up input); hidden: [R, F] silu(gate)·up
     /// (the down_proj input).
@@ -19,17 +20,17 @@ final class BlockScratch {
     private(set) var normed = Buffer()  // [R, C]
     private(set) var q = Buffer()  // [R, H·D]
     private(set) var k = Buffer()  // [R, Hkv·D]
-    private(set) var v = Buffer()  // [R, Hkv·D]
-    private(set) var heads = Buffer()  // [R, H·D]
+    private(set) var v = Buffer()  // [R, VW], VW = Σ value widths (Hkv·D unless narrowed)
+    private(set) var heads = Buffer()  // [R, OW], OW = (H/Hkv)·VW
     private(set) var gate = Buffer()  // [R, F]
     private(set) var up = Buffer()  // [R, F]
 
-    func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, F: Int) {
+    func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, VW: Int, OW: Int, F: Int) {
         normed.reserve(R * C)
         q.reserve(R * H * D)
         k.reserve(R * Hkv * D)
-        v.reserve(R * Hkv * D)
-        heads.reserve(R * H * D)
+        v.reserve(R * VW)
+        heads.reserve(R * OW)
         gate.reserve(R * F)
         up.reserve(R * F)
     }
@@ -86,9 +87,10 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, wi
               observe: ((BlockTap) throws -> Void)? = nil) rethrows {
     let C = c.hiddenSize, D = c.headDim
     let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
+    let VW = c.valueRows(layer: l), OW = c.attentionOutputWidth(layer: l)
     let eps = Float(c.rmsNormEps)
     precondition(R % T == 0, "rows must be whole windows")
-    s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, F: F)
+    s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
     let normed = s.normed.pointer, q = s.q.pointer, k = s.k.pointer, v = s.v.pointer
     let heads = s.heads.pointer, gate = s.gate.pointer, up = s.up.pointer
 
@@ -100,11 +102,11 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, wi
         applyLinear(w.k, x: normed, y: k, rows: R, accumulate: false)
         applyLinear(w.v, x: normed, y: v, rows: R, accumulate: false)
         for start in stride(from: 0, to: R, by: T) {
-            let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * Hkv * D
+            let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * VW
             rotary.apply(qw, T: T, H: H)
             rotary.apply(kw, T: T, H: Hkv)
-            causalAttention(q: qw, k: kw, v: vw, out: heads + start * H * D,
-                            T: T, H: H, Hkv: Hkv, D: D)
+            causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
+                            T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
         }
     }
     try observe?(.attention(input: normed, heads: heads, rows: R))

@@ -37,6 +37,9 @@ extension Model {
         let c = config
         let L = c.numLayers, C = c.hiddenSize, D = c.headDim
         let arch = c.isUniform ? "llama" : "deci"
+        guard c.valueWidths == nil else {
+            throw TensorIOError.badData("\(self.path): value heads narrower than head_dim (V/O pruning); llama.cpp has one value_length for every head (nor can transformers hold them): evaluate this model with PruneKit's evaluate")
+        }
         for l in 0..<L {
             if c.headCounts[l] > 0 && c.ffnWidths[l] == 0 {
                 throw TensorIOError.badData("\(self.path): layer \(l) keeps attention but no MLP channels; llama.cpp's deci graph would skip the whole layer (keep at least one channel: allocate --min-keep)")

@@ -10,6 +10,11 @@ extension Model {
     public func exportHuggingFace(to directory: String, weightType: WeightType = .auto,
                                   progress: ((Int, Int) -> Void)? = nil) throws {
         let c = config
+        guard c.valueWidths == nil else {
+            throw TensorIOError.badData(
+                "\(path): value heads narrower than head_dim (V/O pruning); transformers' LLaMA " +
+                "cannot hold them (nor can llama.cpp): evaluate this model with PruneKit's evaluate")
+        }
         guard c.isUniform else {
             throw TensorIOError.badData(
                 "\(path): layers differ in width (heads \(Set(c.headCounts).sorted()), " +

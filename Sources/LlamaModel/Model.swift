@@ -86,10 +86,8 @@ public final class Model {
 
     /// The weights of decoder layer `l`, read in file order.
     public func layer(_ l: Int) throws -> LayerWeights {
-        let c = config, C = c.hiddenSize
-        let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], D = c.headDim, F = c.ffnWidths[l]
         func linear(_ p: Projection) throws -> Linear {
-            let (rows, cols) = TensorNames.projectionShape(p, C: C, H: H, Hkv: Hkv, D: D, F: F)
+            let (rows, cols) = TensorNames.projectionShape(p, config: config, layer: l)
             let w = try floats(TensorNames.weight(l, p))
             let b = hasBias(l, p) ? try floats(TensorNames.bias(l, p)) : nil
             return Linear(weight: w, bias: b, outFeatures: rows, inFeatures: cols)
@@ -155,7 +153,8 @@ extension LlamaConfig {
     public func layerLinearParameters(biases: [Int] = []) -> Int {
         var total = 0
         for l in 0..<numLayers {
-            let attn = 2 * hiddenSize * headDim * (headCounts[l] + kvHeadCounts[l])
+            let attn = hiddenSize * (headDim * (headCounts[l] + kvHeadCounts[l])
+                + valueRows(layer: l) + attentionOutputWidth(layer: l))
             total += attn + 3 * hiddenSize * ffnWidths[l]
             if l < biases.count { total += biases[l] }
         }

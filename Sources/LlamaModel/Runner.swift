@@ -132,9 +132,9 @@ public final class Runner {
         precondition(tokens.count == N * T, "windows must have equal length")
         let embedding = try model.embedding()
         let x = try embed(tokens, embedding: embedding)
-        try runLayers(x, rows: N * T, windowLength: T) { l in
+        try runLayers(x, rows: N * T, windowLength: T, layerDone: { l in
             progress?("layers", l + 1, self.config.numLayers)
-        }
+        })
         var sums = [Double](repeating: 0, count: N)
         try head(x, rows: N * T, embedding: embedding) { first, r, logits in
             // Targets: the next token in the same window; a window's last row predicts nothing.

@@ -62,19 +62,29 @@ public enum TensorNames {
 
     /// The shape a tensor must have under `config` (nil for names outside the model).
     public static func expectedShape(_ name: String, _ config: LlamaConfig) -> [Int]? {
-        let C = config.hiddenSize, V = config.vocabSize, D = config.headDim
+        let C = config.hiddenSize, V = config.vocabSize
         if name == embedding || name == head { return [V, C] }
         if name == finalNorm { return [C] }
         for l in 0..<config.numLayers where name.hasPrefix("model.layers.\(l).") {
-            let H = config.headCounts[l], Hkv = config.kvHeadCounts[l], F = config.ffnWidths[l]
             if name == inputNorm(l) || name == postAttentionNorm(l) { return [C] }
             for p in Projection.allCases {
-                let (rows, cols) = projectionShape(p, C: C, H: H, Hkv: Hkv, D: D, F: F)
+                let (rows, cols) = projectionShape(p, config: config, layer: l)
                 if name == weight(l, p) { return [rows, cols] }
                 if name == bias(l, p) { return [rows] }
             }
         }
         return nil
+    }
+
+    /// `[out, in]` of a projection of layer l (v rows and o columns follow the value widths).
+    public static func projectionShape(_ p: Projection, config c: LlamaConfig, layer l: Int) -> (Int, Int) {
+        switch p {
+        case .v: return (c.valueRows(layer: l), c.hiddenSize)
+        case .o: return (c.hiddenSize, c.attentionOutputWidth(layer: l))
+        default:
+            return projectionShape(p, C: c.hiddenSize, H: c.headCounts[l], Hkv: c.kvHeadCounts[l],
+                                   D: c.headDim, F: c.ffnWidths[l])
+        }
     }
 
     /// `[out, in]` of a projection in a layer with H heads, Hkv KV heads, MLP width F.

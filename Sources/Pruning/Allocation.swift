@@ -9,7 +9,9 @@ public enum Structure: String, CaseIterable, Sendable {
 }
 
 public enum AttentionUnit: String, Sendable {
-    case group, head
+    /// A KV head with its query heads; a query head from every group; one value dimension of a
+    /// KV head (FASP: its v_proj row and the o_proj column of each of the group's heads).
+    case group, head, vo
 }
 
 public struct AllocationOptions: Sendable {
@@ -35,6 +37,8 @@ public struct AllocationOptions: Sendable {
 /// One layer's shape and biases.
 public struct LayerShape: Sendable {
     public var C, D, H, Hkv, F: Int
+    /// Per KV head, the width of its values (D unless narrowed by V/O pruning).
+    public var valueWidths: [Int]
     public var biases: Set<Projection>
 
     public init(config c: LlamaConfig, layer l: Int, biases: Set<Projection>) {
@@ -43,34 +47,85 @@ public struct LayerShape: Sendable {
         H = c.headCounts[l]
         Hkv = c.kvHeadCounts[l]
         F = c.ffnWidths[l]
+        valueWidths = c.valueWidths(layer: l)
         self.biases = biases
     }
 
-    func has(_ p: Projection) -> Int { biases.contains(p) ? 1 : 0 }
+    public func has(_ p: Projection) -> Int { biases.contains(p) ? 1 : 0 }
+
+    /// Query heads per KV head.
+    public var group: Int { Hkv > 0 ? H / Hkv : 1 }
+    /// v_proj rows: the value widths summed.
+    public var valueRows: Int { valueWidths.reduce(0, +) }
+    /// Where each KV head's values start in v_proj's rows.
+    public var valueOffsets: [Int] {
+        var out = [Int](), sum = 0
+        for w in valueWidths { out.append(sum); sum += w }
+        return out
+    }
 
     /// Linear weights and biases of the layer.
     public var parameters: Int {
-        let q = H * D, kv = Hkv * D
-        return q * C + q * has(.q) + 2 * (kv * C) + kv * (has(.k) + has(.v)) + C * q + C * has(.o)
+        let q = H * D, k = Hkv * D, v = valueRows, o = group * valueRows
+        return q * C + q * has(.q) + k * C + k * has(.k) + v * C + v * has(.v) + C * o + C * has(.o)
             + 2 * F * C + F * (has(.gate) + has(.up)) + C * F + C * has(.down)
     }
 
-    var channelCost: Int { 3 * C + has(.gate) + has(.up) }
-    /// One query head's q rows and o columns (and q bias entries).
-    var headCost: Int { 2 * C * D + D * has(.q) }
-    /// K and V rows of one KV head.
-    var kvCost: Int { 2 * C * D + D * (has(.k) + has(.v)) }
+    public var channelCost: Int { 3 * C + has(.gate) + has(.up) }
+    /// Query head h's q rows and o columns (and q bias entries).
+    public func headCost(_ h: Int) -> Int { C * D + D * has(.q) + C * valueWidths[h / group] }
+    /// K and V rows of KV head g.
+    public func kvCost(_ g: Int) -> Int { C * D + D * has(.k) + (C + has(.v)) * valueWidths[g] }
+    /// One value dimension of KV head g: its v row and the o column of each of the group's heads.
+    public var valueDimCost: Int { C + has(.v) + group * C }
+
+    /// The o_proj columns (attention output channels) of query head h.
+    func headChannels(_ h: Int) -> Range<Int> {
+        let g = h / group, w = valueWidths[g]
+        let start = group * valueOffsets[g] + (h % group) * w
+        return start..<(start + w)
+    }
+
+    /// The shape left by a plan (o_proj and down_proj biases stay whatever is removed).
+    public func kept(_ p: LayerPlan) -> LayerShape {
+        var k = self
+        k.H = p.keptHeads.count
+        k.Hkv = p.keptKVHeads.count
+        k.F = p.keptChannels.count
+        k.valueWidths = p.keptValueWidths(valueWidths)
+        return k
+    }
 }
 
 public struct LayerPlan: Sendable, Equatable {
     public var keptHeads: [Int]
     public var keptKVHeads: [Int]
     public var keptChannels: [Int]
+    /// The v_proj rows kept (V/O pruning), indices into the layer's value rows; nil keeps every
+    /// value row of the kept KV heads.
+    public var keptValueDims: [Int]?
 
-    public init(keptHeads: [Int], keptKVHeads: [Int], keptChannels: [Int]) {
+    public init(keptHeads: [Int], keptKVHeads: [Int], keptChannels: [Int], keptValueDims: [Int]? = nil) {
         self.keptHeads = keptHeads
         self.keptKVHeads = keptKVHeads
         self.keptChannels = keptChannels
+        self.keptValueDims = keptValueDims
+    }
+
+    /// The v_proj rows kept, given the layer's value widths per KV head.
+    public func keptValueRows(_ widths: [Int]) -> [Int] {
+        if let keptValueDims { return keptValueDims }
+        var offsets = [Int](), sum = 0
+        for w in widths { offsets.append(sum); sum += w }
+        return keptKVHeads.flatMap { g in offsets[g]..<(offsets[g] + widths[g]) }
+    }
+
+    /// The value widths of the kept KV heads, given the layer's value widths per KV head.
+    public func keptValueWidths(_ widths: [Int]) -> [Int] {
+        guard let keptValueDims else { return keptKVHeads.map { widths[$0] } }
+        var offsets = [Int](), sum = 0
+        for w in widths { offsets.append(sum); sum += w }
+        return keptKVHeads.map { g in keptValueDims.filter { $0 >= offsets[g] && $0 < offsets[g] + widths[g] }.count }
     }
 }
 
@@ -87,10 +142,11 @@ public struct AllocationError: Error, CustomStringConvertible {
     init(_ d: String) { description = d }
 }
 
-/// An attention unit of one layer: its query heads, whether it takes the K/V of its groups,
-/// its cost and its channels (for scores).
+/// An attention unit of one layer: the query heads it removes (with the K/V of groups left without
+/// heads) or the value rows it removes, its cost and its scores.
 struct AttentionUnitSpec {
-    var heads: [Int]
+    var heads: [Int] = []
+    var valueRows: [Int] = []
     var cost: Int
     var raw: Double
     var standardised: Double
@@ -117,15 +173,30 @@ public enum Allocation {
             mlpStd.append(standardise(mlp[l]))
             var list: [AttentionUnitSpec] = []
             if s.H > 0, !a.isEmpty {
-                let g = s.H / s.Hkv
-                func raw(_ h: Int) -> Double { (0..<s.D).reduce(0) { $0 + a[h * s.D + $1] } }
-                func std(_ h: Int) -> Double { (0..<s.D).reduce(0) { $0 + aStd[h * s.D + $1] } / Double(s.D) }
-                switch g == 1 ? .group : o.attentionUnit {
+                let g = s.group
+                func raw(_ h: Int) -> Double { s.headChannels(h).reduce(0) { $0 + a[$1] } }
+                func std(_ h: Int) -> Double {
+                    let r = s.headChannels(h)
+                    return r.isEmpty ? 0 : r.reduce(0) { $0 + aStd[$1] } / Double(r.count)
+                }
+                let unit = g == 1 && o.attentionUnit == .head ? .group : o.attentionUnit
+                switch unit {
+                case .vo:
+                    // Value dimension e of KV head k: o channel e of each of the group's heads.
+                    for k in 0..<s.Hkv {
+                        for e in 0..<s.valueWidths[k] {
+                            let channels = (k * g..<(k + 1) * g).map { s.headChannels($0).lowerBound + e }
+                            list.append(AttentionUnitSpec(
+                                valueRows: [s.valueOffsets[k] + e], cost: s.valueDimCost,
+                                raw: channels.reduce(0) { $0 + a[$1] },
+                                standardised: channels.reduce(0) { $0 + aStd[$1] } / Double(g)))
+                        }
+                    }
                 case .group:
                     for k in 0..<s.Hkv {
                         let heads = Array(k * g..<(k + 1) * g)
                         list.append(AttentionUnitSpec(
-                            heads: heads, cost: g * s.headCost + s.kvCost,
+                            heads: heads, cost: heads.reduce(0) { $0 + s.headCost($1) } + s.kvCost(k),
                             raw: heads.map(raw).reduce(0, +),
                             standardised: heads.map(std).reduce(0, +) / Double(g)))
                     }
@@ -137,7 +208,9 @@ public enum Allocation {
                     for r in 0..<g {
                         let heads = orders.map { $0[r] }
                         list.append(AttentionUnitSpec(
-                            heads: heads, cost: s.Hkv * s.headCost + (r == g - 1 ? s.Hkv * s.kvCost : 0),
+                            heads: heads,
+                            cost: heads.reduce(0) { $0 + s.headCost($1) }
+                                + (r == g - 1 ? (0..<s.Hkv).reduce(0) { $0 + s.kvCost($1) } : 0),
                             raw: heads.map(raw).reduce(0, +),
                             standardised: heads.map(std).reduce(0, +) / Double(s.Hkv)))
                     }
@@ -212,8 +285,10 @@ public enum Allocation {
             case .ulum:
                 for l in prunedLayers {
                     let s = shapes[l]
-                    let aCost = units[l].reduce(0) { $0 + $1.cost }
-                    let mCost = s.F * s.channelCost
+                    // A kind's parameters in the layer (with its o_proj or down_proj bias, so that
+                    // q = P when every kind is pruned; V/O units cannot remove q and k).
+                    let aCost = units[l].isEmpty ? 0 : units[l].reduce(0) { $0 + $1.cost } + s.C * s.has(.o)
+                    let mCost = s.F == 0 ? 0 : s.F * s.channelCost + s.C * s.has(.down)
                     let kinds = (doAttention ? aCost : 0) + (doMLP ? mCost : 0)
                     guard kinds > 0 else { continue }
                     let q = min(1, perLayerRatio * Double(s.parameters) / Double(kinds))
@@ -316,25 +391,31 @@ public enum Allocation {
             }
         }
 
-        // The plan and its cost.
+        // The plan and its cost (from the shapes it leaves: a KV head whose value dimensions all
+        // go takes its query heads and keys along).
         var plans: [LayerPlan] = []
         var removed = 0
         for l in 0..<L {
             let s = shapes[l]
-            var heads: [Int] = [], groups = Set<Int>()
-            if units[l].isEmpty {
-                heads = Array(0..<s.H)
-                groups = Set(0..<s.Hkv)
-            } else {
-                for (i, u) in units[l].enumerated() {
-                    if keepUnit[l][i] { heads += u.heads } else { removed += u.cost }
+            var plan = LayerPlan(keptHeads: Array(0..<s.H), keptKVHeads: Array(0..<s.Hkv),
+                                 keptChannels: (0..<s.F).filter { keepChannel[l][$0] },
+                                 keptValueDims: o.attentionUnit == .vo ? Array(0..<s.valueRows) : nil)
+            if !units[l].isEmpty {
+                if o.attentionUnit == .vo {
+                    let rows = zip(units[l], keepUnit[l]).filter(\.1).flatMap(\.0.valueRows).sorted()
+                    let widths = LayerPlan(keptHeads: plan.keptHeads, keptKVHeads: plan.keptKVHeads,
+                                           keptChannels: [], keptValueDims: rows).keptValueWidths(s.valueWidths)
+                    plan.keptKVHeads = (0..<s.Hkv).filter { widths[$0] > 0 }
+                    plan.keptHeads = plan.keptKVHeads.flatMap { k in (k * s.group)..<((k + 1) * s.group) }
+                    plan.keptValueDims = rows
+                } else {
+                    let heads = zip(units[l], keepUnit[l]).filter(\.1).flatMap(\.0.heads).sorted()
+                    plan.keptHeads = heads
+                    plan.keptKVHeads = Set(heads.map { $0 / s.group }).sorted()
                 }
-                let g = max(1, s.H / max(s.Hkv, 1))
-                groups = Set(heads.map { $0 / g })
             }
-            let channels = (0..<s.F).filter { keepChannel[l][$0] }
-            removed += (s.F - channels.count) * s.channelCost
-            plans.append(LayerPlan(keptHeads: heads.sorted(), keptKVHeads: groups.sorted(), keptChannels: channels))
+            removed += s.parameters - s.kept(plan).parameters
+            plans.append(plan)
         }
         return Plan(layers: plans, achieved: T > 0 ? Double(removed) / Double(T) : 0, totalParameters: T,
                     removedParameters: removed)

@@ -4,6 +4,8 @@ public enum PlanNames {
     public static func heads(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_heads" }
     public static func kvHeads(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_kv_heads" }
     public static func channels(_ l: Int) -> String { "model.layers.\(l).mlp.kept_channels" }
+    /// Present only for V/O pruning: the kept v_proj rows.
+    public static func valueDims(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_value_dims" }
     public static let format = "prunekit-plan"
 }
 
@@ -12,12 +14,7 @@ public enum PlanPlot {
     static func keptFraction(_ p: LayerPlan, _ s: LayerShape) -> Double {
         let total = s.parameters
         guard total > 0 else { return 1 }
-        var kept = s
-        kept.H = p.keptHeads.count
-        kept.Hkv = p.keptKVHeads.count
-        kept.F = p.keptChannels.count
-        // o_proj and down_proj biases stay whatever is removed.
-        return Double(kept.parameters) / Double(total)
+        return Double(s.kept(p).parameters) / Double(total)
     }
 
     public static func table(_ plan: Plan, shapes: [LayerShape], ratio: Double) -> String {
@@ -26,8 +23,10 @@ public enum PlanPlot {
             let s = shapes[l]
             let f = keptFraction(p, s)
             let bar = String(repeating: "█", count: Int((f * 30).rounded())) + String(repeating: "·", count: 30 - Int((f * 30).rounded()))
-            lines.append(String(format: "%5d  %2d/%-2d  %d/%d  %5d/%-5d %@ %5.1f%%", l, p.keptHeads.count, s.H,
-                                p.keptKVHeads.count, s.Hkv, p.keptChannels.count, s.F, bar, 100 * f))
+            var line = String(format: "%5d  %2d/%-2d  %d/%d  %5d/%-5d %@ %5.1f%%", l, p.keptHeads.count, s.H,
+                              p.keptKVHeads.count, s.Hkv, p.keptChannels.count, s.F, bar, 100 * f)
+            if let rows = p.keptValueDims { line += "  values \(rows.count)/\(s.valueRows)" }
+            lines.append(line)
         }
         lines.append(String(format: "removed %d of %d decoder-layer linear parameters: %.4f (asked %.4f)",
                             plan.removedParameters, plan.totalParameters, plan.achieved, ratio))

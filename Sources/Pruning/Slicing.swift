@@ -16,9 +16,11 @@ public struct PlanFile {
         layers = []
         var l = 0
         while file.header.entry(PlanNames.heads(l)) != nil {
+            let valueDims = file.header.entry(PlanNames.valueDims(l)) == nil ? nil : try file.integers(PlanNames.valueDims(l))
             layers.append(LayerPlan(keptHeads: try file.integers(PlanNames.heads(l)),
                                     keptKVHeads: try file.integers(PlanNames.kvHeads(l)),
-                                    keptChannels: try file.integers(PlanNames.channels(l))))
+                                    keptChannels: try file.integers(PlanNames.channels(l)),
+                                    keptValueDims: valueDims))
             l += 1
         }
     }
@@ -35,6 +37,8 @@ public struct PlanFile {
             text += "\n\(l):\(p.keptHeads.map(String.init).joined(separator: ","));"
                 + "\(p.keptKVHeads.map(String.init).joined(separator: ","));"
                 + p.keptChannels.map(String.init).joined(separator: ",")
+            // Only V/O plans carry value rows (so other plans keep their digests).
+            if let rows = p.keptValueDims { text += ";v" + rows.map(String.init).joined(separator: ",") }
         }
         var hash = SHA256()
         text.withUTF8 { hash.update(UnsafeRawBufferPointer($0)) }
@@ -42,7 +46,8 @@ public struct PlanFile {
     }
 
     /// The plan fits the configuration: sorted unique indices in range; every kept query head in
-    /// a kept group and the same number of query heads in every kept group.
+    /// a kept group and the same number of query heads in every kept group; kept value rows only
+    /// of kept groups.
     public func check(against c: LlamaConfig, name: String) throws {
         guard layers.count == c.numLayers else {
             throw SliceError("\(name): a plan for \(layers.count) layers, the model has \(c.numLayers)")
@@ -60,6 +65,13 @@ public struct PlanFile {
                       per.first.map({ $0 > 0 }) ?? p.keptHeads.isEmpty
                 else {
                     throw SliceError("\(name): layer \(l): kept heads \(p.keptHeads) do not give every kept KV head \(p.keptKVHeads) the same number of query heads")
+                }
+            }
+            if let rows = p.keptValueDims {
+                let widths = c.valueWidths(layer: l)
+                let allowed = Set(LayerPlan(keptHeads: [], keptKVHeads: p.keptKVHeads, keptChannels: []).keptValueRows(widths))
+                guard valid(rows, widths.reduce(0, +)), rows.allSatisfy(allowed.contains) else {
+                    throw SliceError("\(name): layer \(l): kept value rows are not sorted, unique and within the kept KV heads' \(allowed.count) value rows")
                 }
             }
         }
@@ -80,7 +92,22 @@ public enum Slicing {
         out.headCounts = plan.layers.map(\.keptHeads.count)
         out.kvHeadCounts = plan.layers.map(\.keptKVHeads.count)
         out.ffnWidths = plan.layers.map(\.keptChannels.count)
-        return out
+        return out.withValueWidths(plan.layers.enumerated().map { l, p in p.keptValueWidths(c.valueWidths(layer: l)) })
+    }
+
+    /// The o_proj columns a plan keeps in layer l: for every kept query head, in order, the columns
+    /// of the value rows kept in its KV head.
+    public static func keptAttentionColumns(_ p: LayerPlan, config c: LlamaConfig, layer l: Int) -> [Int] {
+        let widths = c.valueWidths(layer: l)
+        guard c.kvHeadCounts[l] > 0 else { return [] }
+        let rep = c.headCounts[l] / c.kvHeadCounts[l]
+        var offsets = [Int](), sum = 0
+        for w in widths { offsets.append(sum); sum += w }
+        let rows = p.keptValueRows(widths)
+        return p.keptHeads.flatMap { h -> [Int] in
+            let g = h / rep, base = rep * offsets[g] + (h % rep) * widths[g]
+            return rows.filter { $0 >= offsets[g] && $0 < offsets[g] + widths[g] }.map { base + $0 - offsets[g] }
+        }
     }
 
     /// Rows `rows` (each of `width` values) of a row-major matrix.
@@ -101,7 +128,7 @@ public enum Slicing {
         return out
     }
 
-    /// Expands head indices into their D rows or columns.
+    /// Expands head indices into their D rows.
     static func dims(_ heads: [Int], _ D: Int) -> [Int] { heads.flatMap { h in (h * D)..<((h + 1) * D) } }
 
     /// The sliced tensors of layer l, by name, in the model's canonical layer order.
@@ -109,7 +136,9 @@ public enum Slicing {
         -> [(String, [Float])]
     {
         let D = c.headDim
-        let qDims = dims(p.keptHeads, D), kvDims = dims(p.keptKVHeads, D), ch = p.keptChannels
+        let qDims = dims(p.keptHeads, D), kDims = dims(p.keptKVHeads, D), ch = p.keptChannels
+        let vRows = p.keptValueRows(c.valueWidths(layer: l))
+        let oColumns = keptAttentionColumns(p, config: c, layer: l)
         var out: [(String, [Float])] = [(TensorNames.inputNorm(l), w.inputNorm)]
         func add(_ proj: Projection, _ lin: Linear, rows keep: [Int]?, columns cols: [Int]?) {
             var weight = lin.weight
@@ -119,9 +148,9 @@ public enum Slicing {
             if let b = lin.bias { out.append((TensorNames.bias(l, proj), keep.map { $0.map { b[$0] } } ?? b)) }
         }
         add(.q, w.q, rows: qDims, columns: nil)
-        add(.k, w.k, rows: kvDims, columns: nil)
-        add(.v, w.v, rows: kvDims, columns: nil)
-        add(.o, w.o, rows: nil, columns: qDims)
+        add(.k, w.k, rows: kDims, columns: nil)
+        add(.v, w.v, rows: vRows, columns: nil)
+        add(.o, w.o, rows: nil, columns: oColumns)
         out.append((TensorNames.postAttentionNorm(l), w.postAttentionNorm))
         add(.gate, w.gate, rows: ch, columns: nil)
         add(.up, w.up, rows: ch, columns: nil)

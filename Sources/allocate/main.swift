@@ -36,7 +36,7 @@ struct Allocate: ParsableCommand {
     @Option(name: .long, help: "CFSP's sigmoid slope a for --blocks angular.")
     var angularA: Double = 1
 
-    @Option(name: .long, help: "Attention unit: group (a KV head with its query heads) or head (one query head from every group at a time).")
+    @Option(name: .long, help: "Attention unit: group (a KV head with its query heads), head (one query head from every group at a time) or vo (FASP: one value dimension, a v_proj row with the o_proj columns that read it).")
     var attentionUnit: String = "group"
 
     @Option(name: .long, help: "Unit kinds to prune: attention, mlp or attention,mlp.")
@@ -97,7 +97,7 @@ struct Allocate: ParsableCommand {
             }
             options.angularA = angularA
             guard let unit = AttentionUnit(rawValue: attentionUnit) else {
-                throw UsageError("--attention-unit must be group or head, got '\(attentionUnit)'")
+                throw UsageError("--attention-unit must be group, head or vo, got '\(attentionUnit)'")
             }
             options.attentionUnit = unit
             let hasAttention = file.header.entry(ScoreNames.attention(0)) != nil
@@ -127,8 +127,8 @@ struct Allocate: ParsableCommand {
                 shapes.append(shape)
                 if hasAttention {
                     let a = try file.doubles(ScoreNames.attention(l))
-                    guard a.count == shape.H * shape.D else {
-                        throw CalibrationError("\(scores): layer \(l) has \(a.count) attention scores, the configuration \(shape.H * shape.D)")
+                    guard a.count == config.attentionOutputWidth(layer: l) else {
+                        throw CalibrationError("\(scores): layer \(l) has \(a.count) attention scores, the configuration \(config.attentionOutputWidth(layer: l))")
                     }
                     attention.append(a)
                 } else {
@@ -156,6 +156,9 @@ struct Allocate: ParsableCommand {
                 entries.append(TensorEntry(name: PlanNames.heads(l), dtype: .I32, shape: [p.keptHeads.count]))
                 entries.append(TensorEntry(name: PlanNames.kvHeads(l), dtype: .I32, shape: [p.keptKVHeads.count]))
                 entries.append(TensorEntry(name: PlanNames.channels(l), dtype: .I32, shape: [p.keptChannels.count]))
+                if let rows = p.keptValueDims {
+                    entries.append(TensorEntry(name: PlanNames.valueDims(l), dtype: .I32, shape: [rows.count]))
+                }
             }
             var out = standardMetadata(tool: "allocate")
             out["format"] = PlanNames.format
@@ -178,6 +181,7 @@ struct Allocate: ParsableCommand {
                     try writer.write(PlanNames.heads(l), integers: p.keptHeads)
                     try writer.write(PlanNames.kvHeads(l), integers: p.keptKVHeads)
                     try writer.write(PlanNames.channels(l), integers: p.keptChannels)
+                    if let rows = p.keptValueDims { try writer.write(PlanNames.valueDims(l), integers: rows) }
                 }
                 try writer.finish()
             } catch {

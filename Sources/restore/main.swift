@@ -100,7 +100,7 @@ struct Restore: ParsableCommand {
                     let d = try denseModel.layer(l)
                     var restored: [Projection: RestoreResult] = [:]
                     for (p, point, dense, kept) in [
-                        (Projection.o, StatPoint.oProjInput, d.o, planFile.layers[l].keptHeads.flatMap { h in (h * c.headDim)..<((h + 1) * c.headDim) }),
+                        (Projection.o, StatPoint.oProjInput, d.o, Slicing.keptAttentionColumns(planFile.layers[l], config: c, layer: l)),
                         (Projection.down, StatPoint.downProjInput, d.down, planFile.layers[l].keptChannels),
                     ] {
                         let n = Double(try statsFile.integers(StatNames.point(l, point, .count))[0])

@@ -64,7 +64,7 @@ struct Score: ParsableCommand {
             var entries: [TensorEntry] = []
             for l in 0..<c.numLayers {
                 if metric.scoresAttention {
-                    entries.append(TensorEntry(name: ScoreNames.attention(l), dtype: .F64, shape: [c.headCounts[l] * c.headDim]))
+                    entries.append(TensorEntry(name: ScoreNames.attention(l), dtype: .F64, shape: [c.attentionOutputWidth(layer: l)]))
                 }
                 entries.append(TensorEntry(name: ScoreNames.mlp(l), dtype: .F64, shape: [c.ffnWidths[l]]))
                 entries.append(TensorEntry(name: StatNames.block(l, .count), dtype: .I64, shape: [1]))

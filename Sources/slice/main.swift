@@ -51,11 +51,10 @@ struct Slice: ParsableCommand {
             let sliced = Slicing.config(c, plan: planFile)
             var tensors: [(name: String, shape: [Int])] = [(TensorNames.embedding, model.shape(TensorNames.embedding)!)]
             for l in 0..<c.numLayers {
-                let H = sliced.headCounts[l], Hkv = sliced.kvHeadCounts[l], F = sliced.ffnWidths[l], D = c.headDim, C = c.hiddenSize
-                tensors.append((TensorNames.inputNorm(l), [C]))
+                tensors.append((TensorNames.inputNorm(l), [c.hiddenSize]))
                 for p in Projection.allCases {
-                    if p == .gate { tensors.append((TensorNames.postAttentionNorm(l), [C])) }
-                    let (rows, cols) = TensorNames.projectionShape(p, C: C, H: H, Hkv: Hkv, D: D, F: F)
+                    if p == .gate { tensors.append((TensorNames.postAttentionNorm(l), [c.hiddenSize])) }
+                    let (rows, cols) = TensorNames.projectionShape(p, config: sliced, layer: l)
                     tensors.append((TensorNames.weight(l, p), [rows, cols]))
                     if model.hasBias(l, p) { tensors.append((TensorNames.bias(l, p), [rows])) }
                 }

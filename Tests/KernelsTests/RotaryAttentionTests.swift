@@ -88,6 +88,26 @@ final class AttentionTests: XCTestCase {
         }
     }
 
+    /// Narrowed value heads (V/O pruning): each KV head keeps some of its value dimensions; the
+    /// output equals full attention's output at the kept dimensions, laid out head after head.
+    func testNarrowedValueHeadsEqualFullAttentionAtTheKeptDimensions() {
+        var rng = SeededRandom(seed: 10)
+        let T = 150, H = 6, Hkv = 3, D = 8, rep = H / Hkv
+        let kept: [[Int]] = [[0, 2, 7], [], [1, 2, 3, 4, 5, 6, 7, 0].sorted()]
+        let q = rng.floats(T * H * D, scale: 2), k = rng.floats(T * Hkv * D, scale: 2), v = rng.floats(T * Hkv * D)
+        var full = [Float](repeating: .nan, count: T * H * D)
+        causalAttention(q: q, k: k, v: v, out: &full, T: T, H: H, Hkv: Hkv, D: D)
+        let VW = kept.reduce(0) { $0 + $1.count }
+        var narrowV: [Float] = []
+        for t in 0..<T { for g in 0..<Hkv { for e in kept[g] { narrowV.append(v[(t * Hkv + g) * D + e]) } } }
+        var expected: [Float] = []
+        for t in 0..<T { for h in 0..<H { for e in kept[h / rep] { expected.append(full[(t * H + h) * D + e]) } } }
+        var out = [Float](repeating: .nan, count: T * rep * VW)
+        causalAttention(q: q, k: k, v: narrowV, out: &out, T: T, H: H, Hkv: Hkv, D: D,
+                        valueWidths: kept.map(\.count))
+        assertAllClose(out, expected.map(Double.init), atol: 1e-6, rtol: 1e-5, "narrowed")
+    }
+
     func testNoHeadsIsANoOp() {
         var out: [Float] = [1, 2, 3]
         causalAttention(q: [Float](), k: [Float](), v: [Float](), out: &out, T: 5, H: 0, Hkv: 0, D: 64)

@@ -38,7 +38,7 @@ final class AllocationTests: XCTestCase {
     func testPlansEqualTheReference() throws {
         let cases = try JSONSerialization.jsonObject(
             with: Data(contentsOf: Fixtures.url("allocate/plans.json"))) as! [String: [String: Any]]
-        XCTAssertGreaterThanOrEqual(cases.count, 17)
+        XCTAssertGreaterThanOrEqual(cases.count, 22)
         for (name, c) in cases.sorted(by: { $0.key < $1.key }) {
             let i = try inputs(c["scores"] as! String)
             let a = c["args"] as! [String: Any]
@@ -68,6 +68,7 @@ final class AllocationTests: XCTestCase {
                     return (0..<i.shapes[l].F).filter { !removed.contains($0) }
                 }()
                 XCTAssertEqual(ours.keptChannels, kept, "\(name) layer \(l) channels")
+                XCTAssertEqual(ours.keptValueDims, ref["kept_value_dims"], "\(name) layer \(l) value dimensions")
             }
             XCTAssertEqual(plan.achieved, c["achieved"] as! Double, accuracy: 1e-12, name)
         }
@@ -80,7 +81,7 @@ final class AllocationTests: XCTestCase {
         for name in ["smollm2_flap_scores.safetensors", "tiny_nonuniform_wanda_scores.safetensors"] {
             let i = try inputs(name)
             for structure in Structure.allCases {
-                for unit in [AttentionUnit.group, .head] {
+                for unit in [AttentionUnit.group, .head, .vo] {
                     for ratio in [0.0, 0.2, 0.5, 0.95] {
                         var o = AllocationOptions(ratio: ratio, structure: structure)
                         o.attentionUnit = unit
@@ -99,6 +100,15 @@ final class AllocationTests: XCTestCase {
                                 XCTAssertTrue(p.keptHeads.allSatisfy { p.keptKVHeads.contains($0 / g) }, what)
                             }
                             if s.F > 0 { XCTAssertGreaterThanOrEqual(p.keptChannels.count, 1, what) }
+                            if let rows = p.keptValueDims {
+                                // Only rows of kept groups, and every kept group keeps some.
+                                let widths = p.keptValueWidths(s.valueWidths)
+                                XCTAssertEqual(widths.reduce(0, +), rows.count, what)
+                                XCTAssertTrue(widths.allSatisfy { $0 > 0 }, what)
+                                XCTAssertEqual(s.kept(p).parameters, s.parameters - (s.valueRows - rows.count) * s.valueDimCost
+                                    - (s.Hkv - p.keptKVHeads.count) * (s.group * (s.C * s.D + s.D * s.has(.q)) + s.C * s.D + s.D * s.has(.k))
+                                    - (s.F - p.keptChannels.count) * s.channelCost, what)
+                            }
                             if ratio == 0 {
                                 XCTAssertEqual(p.keptHeads.count, s.H, what)
                                 XCTAssertEqual(p.keptChannels.count, s.F, what)
@@ -107,7 +117,13 @@ final class AllocationTests: XCTestCase {
                         if structure == .alam && ratio < 0.9 {
                             // Within one unit: the largest unit is a KV group (or a last slice).
                             let unitShare = Double(i.shapes.map { $0.H > 0 ? 2 * $0.C * $0.D * ($0.H / $0.Hkv + 1) : 3 * $0.C }.max()!) / Double(plan.totalParameters)
-                            XCTAssertEqual(plan.achieved, ratio, accuracy: unitShare, what)
+                            // V/O units: a KV head left without values also loses its q and k rows,
+                            // beyond what the budget counted.
+                            let extra = unit != .vo ? 0 : zip(plan.layers, i.shapes).reduce(0) { acc, x in
+                                let (p, s) = x
+                                return acc + (s.Hkv - p.keptKVHeads.count) * (s.group * (s.C * s.D + s.D * s.has(.q)) + s.C * s.D + s.D * s.has(.k))
+                            }
+                            XCTAssertEqual(plan.achieved - Double(extra) / Double(plan.totalParameters), ratio, accuracy: unitShare, what)
                         }
                     }
                 }

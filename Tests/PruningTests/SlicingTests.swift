@@ -7,7 +7,7 @@ import XCTest
 
 /// Slicing equals masking: the sliced model computes what the dense model computes with the
 /// dropped units' outputs zeroed (o_proj columns of dropped heads, down_proj columns of dropped
-/// channels).
+/// channels, v_proj rows and bias entries of dropped value dimensions).
 final class SlicingTests: XCTestCase {
     func write(_ path: String, config: LlamaConfig, tensors: [(String, [Float])], shapes: [String: [Int]]) throws {
         let writer = try ModelWriter(path: path, config: config, tensors: tensors.map { ($0.0, shapes[$0.0]!) },
@@ -16,8 +16,15 @@ final class SlicingTests: XCTestCase {
         try writer.finish()
     }
 
-    func check(model name: String, plan: PlanFile) throws {
-        let model = try Model.open(Fixtures.url("model/\(name).safetensors").path)
+    /// Returns the sliced model's path.
+    @discardableResult
+    func check(model name: String, plan: PlanFile) throws -> String {
+        try check(path: Fixtures.url("model/\(name).safetensors").path, plan: plan, name: name)
+    }
+
+    @discardableResult
+    func check(path: String, plan: PlanFile, name: String) throws -> String {
+        let model = try Model.open(path)
         let c = model.config
         try plan.check(against: c, name: "plan")
         let dir = try Fixtures.temporaryDirectory()
@@ -30,9 +37,8 @@ final class SlicingTests: XCTestCase {
             let w = try model.layer(l)
             for (n, v) in Slicing.layer(l, weights: w, plan: plan.layers[l], config: c) {
                 sliced.append((n, v))
-                let H = sc.headCounts[l], Hkv = sc.kvHeadCounts[l], F = sc.ffnWidths[l]
                 for p in Projection.allCases {
-                    let (r, col) = TensorNames.projectionShape(p, C: c.hiddenSize, H: H, Hkv: Hkv, D: c.headDim, F: F)
+                    let (r, col) = TensorNames.projectionShape(p, config: sc, layer: l)
                     slicedShapes[TensorNames.weight(l, p)] = [r, col]
                     slicedShapes[TensorNames.bias(l, p)] = [r]
                 }
@@ -42,9 +48,20 @@ final class SlicingTests: XCTestCase {
             for name in model.tensorNames where name.hasPrefix("model.layers.\(l).") {
                 var v = try model.floats(name)
                 let shape = model.shape(name)!
-                if name == TensorNames.weight(l, .o) {
+                if name == TensorNames.weight(l, .o), plan.layers[l].keptValueDims == nil, c.valueWidths == nil {
                     let keep = Set(plan.layers[l].keptHeads)
                     for i in 0..<shape[0] { for j in 0..<shape[1] where !keep.contains(j / c.headDim) { v[i * shape[1] + j] = 0 } }
+                }
+                if name == TensorNames.weight(l, .o), plan.layers[l].keptValueDims == nil, let widths = c.valueWidths?[l] {
+                    // Narrowed value heads: head h = g·rep + j owns w_g columns after those of heads 0..<h.
+                    let keep = Set(plan.layers[l].keptHeads), rep = c.headCounts[l] / c.kvHeadCounts[l]
+                    var owner: [Int] = []
+                    for h in 0..<c.headCounts[l] { owner += [Int](repeating: h, count: widths[h / rep]) }
+                    for i in 0..<shape[0] { for j in 0..<shape[1] where !keep.contains(owner[j]) { v[i * shape[1] + j] = 0 } }
+                }
+                if let rows = plan.layers[l].keptValueDims, name == TensorNames.weight(l, .v) || name == TensorNames.bias(l, .v) {
+                    let keep = Set(rows), width = shape.count == 2 ? shape[1] : 1
+                    for r in 0..<shape[0] where !keep.contains(r) { for j in 0..<width { v[r * width + j] = 0 } }
                 }
                 if name == TensorNames.weight(l, .down) {
                     let keep = Set(plan.layers[l].keptChannels)
@@ -67,6 +84,27 @@ final class SlicingTests: XCTestCase {
         let ours = try Runner(model: try Model.open(a), maxPositions: 19).logits(tokens)
         let reference = try Runner(model: try Model.open(b), maxPositions: 19).logits(tokens)
         assertAllClose(ours, reference, atol: 1e-5, rtol: 1e-4, name)
+        return a
+    }
+
+    func testValueDimensionSlicingEqualsMasking() throws {
+        // FASP's V/O units: value rows of each KV head (16 values each) go; in layer 1 every value
+        // of KV head 0 goes, so its heads and keys go too.
+        let first = PlanFile(layers: [
+            LayerPlan(keptHeads: [0, 1, 2, 3], keptKVHeads: [0, 1], keptChannels: Array(0..<96),
+                      keptValueDims: [0, 3, 4, 9, 15, 16, 17, 18, 30]),
+            LayerPlan(keptHeads: [2, 3], keptKVHeads: [1], keptChannels: Array(0..<50),
+                      keptValueDims: Array(20..<32)),
+        ])
+        let sliced = try check(model: "tiny_uniform", plan: first)
+        let c = try Model.open(sliced).config
+        XCTAssertEqual(c.valueWidths, [[5, 4], [12]])
+        XCTAssertEqual(c.attentionOutputWidth(layer: 0), 18)
+        // Slicing the narrowed model again: a KV head, then single values.
+        try check(path: sliced, plan: PlanFile(layers: [
+            LayerPlan(keptHeads: [2, 3], keptKVHeads: [1], keptChannels: Array(0..<96)),
+            LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: Array(0..<50), keptValueDims: [1, 2, 11]),
+        ]), name: "narrowed tiny_uniform")
     }
 
     func testSlicingEqualsMasking() throws {
@@ -96,6 +134,14 @@ final class SlicingTests: XCTestCase {
         }
         XCTAssertThrowsError(try PlanFile(layers: bad[2]).check(against: c, name: "p")) {
             XCTAssertTrue("\($0)".contains("a plan for 1 layers"), "\($0)")
+        }
+        // Value rows of a dropped KV head, unsorted, out of range.
+        for rows in [[0, 20], [3, 1], [0, 32]] {
+            let plan = PlanFile(layers: [LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [0], keptValueDims: rows),
+                                         LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [0])])
+            XCTAssertThrowsError(try plan.check(against: c, name: "p"), "\(rows)") {
+                XCTAssertTrue("\($0)".contains("kept value rows"), "\($0)")
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import LlamaModel
 import TensorIO
 import TestSupport
 import XCTest
@@ -334,5 +335,42 @@ final class SliceToolTests: XCTestCase {
         XCTAssertEqual(r.status, 65, r.stderr)
         XCTAssertTrue(r.stderr.contains("not sliced from"), r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.st")))
+    }
+
+    /// FASP through the binaries: V/O dimensions and MLP channels, least-squares restoration, the
+    /// narrowed model evaluates; the exports that cannot hold narrowed value heads refuse it.
+    func testFASPValueDimensionsThroughTheTools() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+        let model = Fixtures.url("model/tiny_uniform.safetensors").path
+        try writeTokenWindows(path("w.st"), N: 1100, T: 8, vocabulary: 97, seed: 11)
+        let steps: [(String, [String])] = [
+            ("calibrate", ["--model", model, "--tokens", path("w.st"), "--gram", "o_proj,down_proj", "--gram-dtype", "f64", "-o", path("stats.st.zst")]),
+            ("score", ["--model", model, "--stats", path("stats.st.zst"), "--metric", "fasp", "-o", path("scores.st.zst")]),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "UL-UM", "--attention-unit", "vo", "-o", path("plan.st.zst")]),
+            ("slice", ["--model", model, "--plan", path("plan.st.zst"), "-o", path("sliced.st.zst")]),
+            ("restore", ["--model", path("sliced.st.zst"), "--dense", model, "--stats", path("stats.st.zst"),
+                         "--plan", path("plan.st.zst"), "--method", "lsq", "-o", path("restored.st.zst")]),
+            ("evaluate", ["--model", path("restored.st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
+        ]
+        for (tool, args) in steps {
+            let r = try runTool(tool, args + ["--quiet"])
+            XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+        }
+        let plan = try TensorFile(path: path("plan.st.zst"))
+        let rows = try plan.integers("model.layers.0.self_attn.kept_value_dims")
+        XCTAssertLessThan(rows.count, 32)
+        let restored = try Model.open(path("restored.st.zst"))
+        let widths = try XCTUnwrap(restored.config.valueWidths)
+        XCTAssertEqual(widths[0].reduce(0, +), rows.count)
+        XCTAssertEqual(restored.shape("model.layers.0.self_attn.o_proj.weight"), [64, 2 * rows.count])
+        for (to, what) in [("hf", "transformers"), ("gguf", "llama.cpp")] {
+            let out = path("export-\(to)")
+            let r = try runTool("convert", [path("restored.st.zst"), "--to", to, "-o", out, "--quiet"])
+            XCTAssertEqual(r.status, 65, r.stderr)
+            XCTAssertTrue(r.stderr.contains("narrower than head_dim") && r.stderr.contains(what)
+                          && r.stderr.split(separator: "\n").count == 1, r.stderr)
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        }
     }
 }

@@ -41,6 +41,14 @@ Units and costs (DESIGN):
   head slice r (--attention-unit head, g > 1): within each group the heads are ordered by
     (score, index) ascending; slice r holds every group's r-th head: Hkv·D·(2C + qb), and the last
     slice (r = g-1) also removes all K and V rows: + Hkv·D·(2C + kb + vb).
+  value dimension (k, e) (--attention-unit vo, FASP): v_proj row k·D + e and the o_proj column h·D + e
+    of each head h of group k: C + vb + g·C. Its raw score is the sum of those g channel scores, its
+    standardised score their mean. A group whose D value rows all go takes its query heads and K rows
+    along (they would feed nothing); the plan then lists the kept v rows as "kept_value_dims".
+    Parameters of a layer with value rows vr kept: attention(nh, nkv, vr) = nh·D·(C + qb) +
+    nkv·D·(C + kb) + vr·(C + vb) + C·(nh/nkv)·vr + ob·C; for UL-UM the attention kind's T_kinds,l part is
+    the layer's attention parameters but q and k (which the units cannot remove): the sum of the unit
+    costs plus ob·C.
 Unit scores: raw (UL-UM, UL-MM, blocks): head = sum of its D channel scores, group / slice = sum of its
   heads' scores (in head order); standardised (AL-MM, AL-AM): per layer z = (x - mean(x)) / std(x, ddof=1)
   over the layer's H·D attention channels and separately over its F MLP channels; head, group or slice
@@ -118,7 +126,7 @@ AMBIGUITIES and the readings chosen (closest to the official code where the DESI
  11. AL-AM ties in the descending sort are broken by the concatenation order (stable sort), which
      only changes the cumulative sums, never the threshold's value, unless k* falls inside a tie.
 
-SIZE: plans.json must stay under 1 MB; full kept lists for the 17 cases would be several MB, so each case
+SIZE: plans.json must stay under 1.5 MB; full kept lists for the 22 cases would be several MB, so each case
 stores for the MLP whichever of kept / removed channel lists is shorter in total over its layers (the key
 says which); the script prints the choice per case.
 """
@@ -154,10 +162,12 @@ class Layer:
         assert mlp.shape == (self.F,), (idx, mlp.shape)
         self.channel_cost = 3 * self.C + self.gb + self.ub
 
-    def attention_params(self, nh, nkv):
+    def attention_params(self, nh, nkv, vrows=None):
         C, D = self.C, self.D
-        return (nh * D * (C + self.qb) + nkv * D * (C + self.kb) + nkv * D * (C + self.vb)
-                + C * nh * D + self.ob * C)
+        vr = nkv * D if vrows is None else vrows
+        per_group = nh // nkv if nkv else 0
+        return (nh * D * (C + self.qb) + nkv * D * (C + self.kb) + vr * (C + self.vb)
+                + C * per_group * vr + self.ob * C)
 
     def mlp_params(self, nf):
         C = self.C
@@ -211,9 +221,18 @@ class AttnUnits:
                 s += head_score[h]
             return s
 
-        self.heads, self.kv, cost, score = [], [], [], []
+        self.heads, self.kv, self.rows, cost, score = [], [], [], [], []
         kv_cost = D * (2 * C + L.kb + L.vb)
-        if unit == "group" or L.g == 1:  # ambiguity 3
+        self.layer = L
+        if unit == "vo":
+            self.kind = "vo"
+            for k in range(L.Hkv):
+                for e in range(D):
+                    chans = [h * D + e for h in range(k * L.g, (k + 1) * L.g)]
+                    self.rows.append(k * D + e)
+                    cost.append(C + L.vb + L.g * C)
+                    score.append(z[chans].mean() if standardised else sum(x[c] for c in chans))
+        elif unit == "group" or L.g == 1:  # ambiguity 3
             self.kind = "group"
             for k in range(L.Hkv):
                 heads = list(range(k * L.g, (k + 1) * L.g))
@@ -239,13 +258,20 @@ class AttnUnits:
         self.score = np.array(score, dtype=np.float64)
 
     def kept_heads(self, keep):
+        """(kept heads, kept KV heads, kept v rows or None)."""
+        if self.kind == "vo":
+            L = self.layer
+            rows = sorted(self.rows[u] for u in range(len(keep)) if keep[u])
+            kv = sorted(set(r // L.D for r in rows))
+            heads = [h for k in kv for h in range(k * L.g, (k + 1) * L.g)]
+            return heads, kv, rows
         if self.kind == "slice":
             # removed slices must be a prefix (slice scores rise with r), else K/V bookkeeping breaks
             removed = [r for r in range(len(keep)) if not keep[r]]
             assert removed == list(range(len(removed))), ("slices removed out of order", removed)
         heads = sorted(h for u in range(len(keep)) if keep[u] for h in self.heads[u])
         kv = sorted(set(k for u in range(len(keep)) if keep[u] for k in self.kv[u]))
-        return heads, kv
+        return heads, kv, None
 
 
 def rank_best(score):
@@ -318,6 +344,8 @@ def allocate(layers, ratio, structure=None, blocks=None, attention_unit="group",
 
     def kinds_params(l):
         L = layers[l]
+        if attention_unit == "vo" and lit_attn[l] and l in units:
+            return int(units[l].cost.sum()) + L.ob * L.C + (L.mlp_params(L.F) if lit_mlp[l] else 0)
         return ((L.attention_params(L.H, L.Hkv) if lit_attn[l] else 0)
                 + (L.mlp_params(L.F) if lit_mlp[l] else 0))
 
@@ -442,13 +470,17 @@ def allocate(layers, ratio, structure=None, blocks=None, attention_unit="group",
 
     out, after = [], 0
     for l, L in enumerate(layers):
+        rows = None
         if l in units:
-            heads, kv = units[l].kept_heads(akeep[l])
+            heads, kv, rows = units[l].kept_heads(akeep[l])
         else:
             heads, kv = list(range(L.H)), list(range(L.Hkv))
         chans = [int(j) for j in np.nonzero(mkeep[l])[0]] if l in mkeep else list(range(L.F))
-        after += L.attention_params(len(heads), len(kv)) + L.mlp_params(len(chans))
+        after += L.attention_params(len(heads), len(kv), None if rows is None else len(rows)) + L.mlp_params(len(chans))
         out.append({"kept_heads": heads, "kept_kv_heads": kv, "kept_channels": chans})
+        if attention_unit == "vo":
+            out[-1]["kept_value_dims"] = rows if rows is not None else [
+                r for k in kv for r in range(k * L.D, (k + 1) * L.D)]
     return out, (T - after) / T
 
 
@@ -472,6 +504,11 @@ CASES = {
     "tiny_ulum_30_group": (TINY, dict(structure="UL-UM", ratio=0.3, attention_unit="group")),
     "tiny_alam_30_head": (TINY, dict(structure="AL-AM", ratio=0.3, attention_unit="head")),
     "tiny_alam_99": (TINY, dict(structure="AL-AM", ratio=0.99, attention_unit="group")),
+    "smol_ulum_20_vo": (FLAP, dict(structure="UL-UM", ratio=0.2, attention_unit="vo")),
+    "smol_ulum_50_vo": (FLAP, dict(structure="UL-UM", ratio=0.5, attention_unit="vo")),
+    "smol_alam_30_vo": (FLAP, dict(structure="AL-AM", ratio=0.3, attention_unit="vo")),
+    "tiny_ulum_60_vo": (TINY, dict(structure="UL-UM", ratio=0.6, attention_unit="vo")),
+    "tiny_alam_90_vo": (TINY, dict(structure="AL-AM", ratio=0.9, attention_unit="vo")),
 }
 
 
