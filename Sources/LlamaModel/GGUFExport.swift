@@ -48,9 +48,6 @@ extension Model {
                 throw TensorIOError.badData("\(self.path): layer \(l) has no heads but an o_proj bias, which llama.cpp's deci graph ignores (keep at least one KV group: allocate --min-keep)")
             }
         }
-        guard c.ropeScaling == nil else {
-            throw TensorIOError.badData("\(self.path): GGUF export of llama3 rope scaling (rope_freqs) is not supported yet")
-        }
         guard let json = tokenizerJSON else {
             throw TensorIOError.badData("\(self.path): the model has no tokenizer to write into the GGUF")
         }
@@ -94,6 +91,13 @@ extension Model {
             if t == .Q8_0 && shape[1] % 32 != 0 { t = .F16 }
             specs.append((GGUFWriter.TensorSpec(name: gguf, shape: shape, type: t), hf))
         }
+        // LLaMA-3 rope scaling: llama.cpp divides each rotary frequency's base by the factor in
+        // rope_freqs.weight [D/2], as convert_hf_to_gguf.py computes it from rope_scaling.
+        var synthetic: [String: [Float]] = [:]
+        if let r = c.ropeScaling {
+            synthetic["rope_freqs.weight"] = llama3RopeFactors(headDim: D, theta: c.ropeTheta, scaling: r)
+            specs.append((GGUFWriter.TensorSpec(name: "rope_freqs.weight", shape: [D / 2], type: .F32), ""))
+        }
         add(TensorNames.embedding, "token_embd.weight")
         for l in 0..<L {
             let H = c.headCounts[l], F = c.ffnWidths[l]
@@ -112,7 +116,7 @@ extension Model {
         let writer = try GGUFWriter(path: path, metadata: meta, tensors: specs.map(\.0))
         do {
             for (i, (spec, hf)) in specs.enumerated() {
-                var values = try floats(hf)
+                var values = try synthetic[spec.name] ?? floats(hf)
                 if let l = layerOf(hf), hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
                     || hf == TensorNames.weight(l, .k) || hf == TensorNames.bias(l, .k)
                 {
@@ -133,5 +137,21 @@ extension Model {
     private func layerOf(_ name: String) -> Int? {
         let parts = name.split(separator: ".")
         return parts.count > 3 && parts[0] == "model" && parts[1] == "layers" ? Int(parts[2]) : nil
+    }
+}
+
+/// llama.cpp's per-frequency divisors for LLaMA-3 rope scaling: 1 for wavelengths shorter than
+/// original/high_freq_factor, `factor` for those longer than original/low_freq_factor, and between
+/// them the inverse of the interpolation transformers applies to the inverse frequency.
+public func llama3RopeFactors(headDim D: Int, theta: Double, scaling r: LlamaConfig.RopeScaling) -> [Float] {
+    let original = Double(r.originalMaxPositionEmbeddings)
+    let lowWavelength = original / r.lowFreqFactor, highWavelength = original / r.highFreqFactor
+    return (0..<(D / 2)).map { i in
+        let frequency = 1 / Foundation.pow(theta, Double(2 * i) / Double(D))
+        let wavelength = 2 * Double.pi / frequency
+        if wavelength < highWavelength { return 1 }
+        if wavelength > lowWavelength { return Float(r.factor) }
+        let smooth = (original / wavelength - r.lowFreqFactor) / (r.highFreqFactor - r.lowFreqFactor)
+        return Float(1 / ((1 - smooth) / r.factor + smooth))
     }
 }

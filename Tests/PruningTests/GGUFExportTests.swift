@@ -54,6 +54,40 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(try logits(gguf, tokens), try logits(sliced, tokens))
     }
 
+    /// LLaMA-3 rope scaling goes in as llama.cpp's rope_freqs.weight: the divisor of each rotary
+    /// frequency, equal to transformers' base over llama3 inverse frequencies
+    /// (scripts/reference/rope_factors_reference.py).
+    func testLlama3RopeScalingIsWrittenAsRopeFreqs() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let cases = try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("export/rope_factors.json"))) as! [[String: Any]]
+        let first = cases[0], scaling = first["rope_scaling"] as! [String: Any]
+        XCTAssertEqual(first["head_dim"] as? Int, model.config.headDim)
+        var config = model.config
+        config.ropeTheta = first["rope_theta"] as! Double
+        config.ropeScaling = LlamaConfig.RopeScaling(
+            factor: scaling["factor"] as! Double, lowFreqFactor: scaling["low_freq_factor"] as! Double,
+            highFreqFactor: scaling["high_freq_factor"] as! Double,
+            originalMaxPositionEmbeddings: scaling["original_max_position_embeddings"] as! Int)
+        let path = dir.appendingPathComponent("scaled.st").path
+        try writeWithTokenizer(model, to: path, config: config)
+        let gguf = dir.appendingPathComponent("scaled.gguf").path
+        try Model.open(path).exportGGUF(to: gguf, type: .f32)
+        let file = try GGUFFile(path: gguf)
+        let tensor = try XCTUnwrap(file.tensor(named: "rope_freqs.weight"))
+        XCTAssertEqual(tensor.shape, [8])
+        assertAllClose(try file.dequantize(tensor), first["factors"] as! [Double], atol: 0, rtol: 1e-6, "rope_freqs")
+        for c in cases {
+            let s = c["rope_scaling"] as! [String: Any]
+            let r = LlamaConfig.RopeScaling(
+                factor: s["factor"] as! Double, lowFreqFactor: s["low_freq_factor"] as! Double,
+                highFreqFactor: s["high_freq_factor"] as! Double,
+                originalMaxPositionEmbeddings: s["original_max_position_embeddings"] as! Int)
+            assertAllClose(llama3RopeFactors(headDim: c["head_dim"] as! Int, theta: c["rope_theta"] as! Double, scaling: r),
+                           c["factors"] as! [Double], atol: 0, rtol: 1e-6, "\(s)")
+        }
+    }
+
     func testWhatDeciCannotComputeIsRefused() throws {
         // tiny_nonuniform: layer 1 has no heads but an o_proj bias; layer 2 has heads and no MLP.
         let dir = try Fixtures.temporaryDirectory()
@@ -68,7 +102,7 @@ final class GGUFExportTests: XCTestCase {
 
     /// A copy of `model` carrying a byte-level tokenizer of the 256 byte tokens (only its
     /// metadata matters here; the model's own vocabulary size stays in its configuration).
-    func writeWithTokenizer(_ model: Model, to path: String) throws {
+    func writeWithTokenizer(_ model: Model, to path: String, config: LlamaConfig? = nil) throws {
         var vocab: [String] = []
         var next: UInt32 = 0x100
         for b in 0..<256 {
@@ -80,7 +114,7 @@ final class GGUFExportTests: XCTestCase {
         let json = """
             {"version":"1.0","added_tokens":[],"normalizer":null,"pre_tokenizer":{"type":"ByteLevel","add_prefix_space":false,"trim_offsets":true,"use_regex":true},"post_processor":null,"decoder":{"type":"ByteLevel"},"model":{"type":"BPE","vocab":{\(entries)},"merges":[]}}
             """
-        let writer = try ModelWriter(path: path, config: model.config, tensors: model.tensorNames.map { ($0, model.shape($0)!) },
+        let writer = try ModelWriter(path: path, config: config ?? model.config, tensors: model.tensorNames.map { ($0, model.shape($0)!) },
                                      dtype: { _ in .F32 }, tokenizerJSON: json, metadata: ["fingerprint": "test"])
         for name in model.tensorNames { try writer.write(name, try model.floats(name)) }
         try writer.finish()
@@ -101,7 +135,7 @@ final class GGUFExportTests: XCTestCase {
             shapes[TensorNames.inputNorm(l)] = [c.hiddenSize]
             shapes[TensorNames.postAttentionNorm(l)] = [c.hiddenSize]
             for p in Projection.allCases {
-                let (r, col) = TensorNames.projectionShape(p, C: c.hiddenSize, H: sc.headCounts[l], Hkv: sc.kvHeadCounts[l], D: c.headDim, F: sc.ffnWidths[l])
+                let (r, col) = TensorNames.projectionShape(p, config: sc, layer: l)
                 shapes[TensorNames.weight(l, p)] = [r, col]
                 shapes[TensorNames.bias(l, p)] = [r]
             }
