@@ -58,6 +58,21 @@ final class VocabularyTests: XCTestCase {
         XCTAssertEqual(tokenizer.encode("Hello", addSpecialTokens: true), [1, 15043])
     }
 
+    /// The GGUF form written for llama.cpp (scores from the merge order) reads back as the same
+    /// tokenizer, from the GGUF and from the tokenizer.json written from it: every vector holds.
+    func testLlamaSentencePieceGGUFExportReadsBack() throws {
+        let file = try GGUFFile(path: Fixtures.data("tokenizers/ggml-vocab-llama-spm.gguf").path)
+        for source in [try Tokenizer(gguf: file.metadata), try Tokenizer(json: try Tokenizer(gguf: file.metadata).tokenizerJSON())] {
+            let meta = Dictionary(try source.ggufMetadata(), uniquingKeysWith: { a, _ in a })
+            XCTAssertEqual(meta["tokenizer.ggml.model"]?.string, "llama")
+            XCTAssertEqual(meta["tokenizer.ggml.unknown_token_id"]?.int, 0)
+            XCTAssertEqual(meta["tokenizer.ggml.token_type"]?.ints?[0..<4], [2, 3, 3, 6])
+            let back = try Tokenizer(gguf: meta)
+            try check(back, "llama-spm")
+            XCTAssertEqual(back.encode("Hello", addSpecialTokens: true), [1, 15043])
+        }
+    }
+
     /// Ids from Hugging Face `tokenizers` on the tokenizer.json written from this GGUF: U+03AF and
     /// U+1F77 are distinct entries that `String ==` takes as equal; added tokens split the text
     /// and each segment gets its own "▁"; a byte without a token falls back to <0xXX>. Decoded
