@@ -38,7 +38,7 @@ extension Model {
         let L = c.numLayers, C = c.hiddenSize, D = c.headDim
         let arch = c.isUniform ? "llama" : "deci"
         guard c.valueWidths == nil else {
-            throw TensorIOError.badData("\(self.path): value heads narrower than head_dim (V/O pruning); llama.cpp has one value_length for every head (nor can transformers hold them): evaluate this model with PruneKit's evaluate")
+            throw TensorIOError.badData("\(self.path): value heads narrower than head_dim (V/O pruning); llama.cpp has one value_length for every head (nor can transformers hold them): export with --pad-values (zeros up to head_dim, the same outputs) or evaluate it with PruneKit's evaluate")
         }
         for l in 0..<L {
             if c.headCounts[l] > 0 && c.ffnWidths[l] == 0 {

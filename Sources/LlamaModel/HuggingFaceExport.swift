@@ -13,7 +13,7 @@ extension Model {
         guard c.valueWidths == nil else {
             throw TensorIOError.badData(
                 "\(path): value heads narrower than head_dim (V/O pruning); transformers' LLaMA " +
-                "cannot hold them (nor can llama.cpp): evaluate this model with PruneKit's evaluate")
+                "cannot hold them (nor can llama.cpp): export with --pad-values (zeros up to head_dim, the same outputs) or evaluate it with PruneKit's evaluate")
         }
         guard c.isUniform else {
             throw TensorIOError.badData(

@@ -34,6 +34,9 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Weight type: auto (keep the source's float type; quantised → f32), f32, f16, bf16; for gguf: f32 (auto), f16 or q8_0.")
     var dtype: String = "auto"
 
+    @Flag(name: .long, help: "Pad value heads narrowed by V/O pruning (FASP) with zeros to head_dim, so that transformers and llama.cpp can hold the model: the same outputs, an attention no smaller than the dense one's.")
+    var padValues = false
+
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -56,7 +59,8 @@ struct Convert: ParsableCommand {
             installInterruptCleanup()
             let weightType = WeightType(rawValue: dtype) ?? .auto
             if to == "gguf" { try checkBinaryOutput(output) }
-            let model = try Model.open(input)
+            var model = try Model.open(input)
+            if padValues { model = try model.paddingValueHeads() }
             let names = model.tensorNames
             let progress = Progress("convert", total: names.count, unit: "tensors",
                                     quiet: common.quiet)

@@ -100,6 +100,16 @@ final class SlicingTests: XCTestCase {
         let c = try Model.open(sliced).config
         XCTAssertEqual(c.valueWidths, [[5, 4], [12]])
         XCTAssertEqual(c.attentionOutputWidth(layer: 0), 18)
+        // Padded back to head_dim with zeros (convert --pad-values): a stock shape, the same logits.
+        let padded = try Model.open(sliced).paddingValueHeads()
+        XCTAssertNil(padded.config.valueWidths)
+        XCTAssertEqual(padded.shape("model.layers.1.self_attn.o_proj.weight"), [64, 32])
+        let paddedPath = try Fixtures.temporaryDirectory().appendingPathComponent("padded.st").path
+        try padded.write(to: paddedPath, weightType: .f32, metadata: [:])
+        let tokens = (0..<23).map { Int32(($0 * 11 + 5) % c.vocabSize) }
+        assertAllClose(try Runner(model: try Model.open(paddedPath), maxPositions: 23).logits(tokens),
+                       try Runner(model: try Model.open(sliced), maxPositions: 23).logits(tokens),
+                       atol: 1e-5, rtol: 1e-4, "padded")
         // Slicing the narrowed model again: a KV head, then single values.
         try check(path: sliced, plan: PlanFile(layers: [
             LayerPlan(keptHeads: [2, 3], keptKVHeads: [1], keptChannels: Array(0..<96)),

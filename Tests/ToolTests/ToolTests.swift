@@ -371,6 +371,10 @@ final class SliceToolTests: XCTestCase {
             XCTAssertTrue(r.stderr.contains("narrower than head_dim") && r.stderr.contains(what)
                           && r.stderr.split(separator: "\n").count == 1, r.stderr)
             XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+            guard to == "hf" else { continue }  // (the tiny model has no tokenizer for a GGUF)
+            let padded = try runTool("convert", [path("restored.st.zst"), "--to", to, "--pad-values", "-o", out, "--quiet"])
+            XCTAssertEqual(padded.status, 0, padded.stderr)
+            XCTAssertTrue(FileManager.default.fileExists(atPath: out))
         }
     }
 }
