@@ -87,7 +87,7 @@ public enum StatisticsMerge {
             meta["shards"] = seen.sorted().map(String.init).joined(separator: ",")
         }
         let writer = try TensorFileWriter(path: output, entries: entries, metadata: meta)
-        do {
+        try writer.complete {
             let byName = Dictionary(uniqueKeysWithValues: first.file.header.entries.map { ($0.name, $0) })
             for e in first.file.header.entries {
                 let name = e.name
@@ -154,10 +154,6 @@ public enum StatisticsMerge {
                     try writer.write(name, doubles: total)
                 }
             }
-            try writer.finish()
-        } catch {
-            writer.abort()
-            throw error
         }
     }
 }

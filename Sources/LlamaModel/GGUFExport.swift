@@ -114,7 +114,7 @@ extension Model {
         if !c.tieWordEmbeddings { add(TensorNames.head, "output.weight") }
 
         let writer = try GGUFWriter(path: path, metadata: meta, tensors: specs.map(\.0))
-        do {
+        try writer.complete {
             for (i, (spec, hf)) in specs.enumerated() {
                 var values = try synthetic[spec.name] ?? floats(hf)
                 if let l = layerOf(hf), hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
@@ -127,10 +127,6 @@ extension Model {
                 try writer.write(spec.name, values)
                 progress?(i + 1, specs.count)
             }
-            try writer.finish()
-        } catch {
-            writer.abort()
-            throw error
         }
     }
 

@@ -62,7 +62,7 @@ extension Model {
         let writer = try TensorFileWriter(
             path: dir.appendingPathComponent("model.safetensors").path, entries: entries,
             metadata: ["format": "pt"], compress: false)
-        do {
+        try writer.complete {
             for (i, entry) in entries.enumerated() {
                 let values = shape(entry.name) != nil
                     ? try floats(entry.name)
@@ -70,10 +70,6 @@ extension Model {
                 try writer.write(entry.name, floats: values)
                 progress?(i + 1, entries.count)
             }
-            try writer.finish()
-        } catch {
-            writer.abort()
-            throw error
         }
         var hf: [String: Any] = [
             "architectures": ["LlamaForCausalLM"], "model_type": "llama",

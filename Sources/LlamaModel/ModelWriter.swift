@@ -4,7 +4,7 @@ import TensorIO
 /// Writes a PruneKit model file: Hugging Face tensor names in the canonical order (embedding,
 /// layer 0, layer 1, …, final norm, head), the configuration and tokenizer in `__metadata__`.
 /// Tensors are written as they come, so that a tool holds one layer at a time.
-public final class ModelWriter {
+public final class ModelWriter: WholeFileWriter {
     private let writer: TensorFileWriter
     public let entries: [TensorEntry]
 
@@ -61,15 +61,11 @@ extension Model {
             tensors: names.map { ($0, shape($0) ?? []) },
             dtype: { weightType.dtype(source: self.storageType($0)) },
             tokenizerJSON: tokenizerJSON, metadata: meta)
-        do {
+        try writer.complete {
             for (i, name) in names.enumerated() {
                 try writer.write(name, try floats(name))
                 progress?(i + 1, names.count)
             }
-            try writer.finish()
-        } catch {
-            writer.abort()
-            throw error
         }
     }
 }

@@ -58,11 +58,7 @@ public struct LayerShape: Sendable {
     /// v_proj rows: the value widths summed.
     public var valueRows: Int { valueWidths.reduce(0, +) }
     /// Where each KV head's values start in v_proj's rows.
-    public var valueOffsets: [Int] {
-        var out = [Int](), sum = 0
-        for w in valueWidths { out.append(sum); sum += w }
-        return out
-    }
+    public var valueOffsets: [Int] { startOffsets(valueWidths) }
 
     /// Linear weights and biases of the layer.
     public var parameters: Int {
@@ -97,6 +93,13 @@ public struct LayerShape: Sendable {
     }
 }
 
+/// Where each of consecutive blocks of the given widths starts.
+func startOffsets(_ widths: [Int]) -> [Int] {
+    var out = [Int](), sum = 0
+    for w in widths { out.append(sum); sum += w }
+    return out
+}
+
 public struct LayerPlan: Sendable, Equatable {
     public var keptHeads: [Int]
     public var keptKVHeads: [Int]
@@ -115,16 +118,14 @@ public struct LayerPlan: Sendable, Equatable {
     /// The v_proj rows kept, given the layer's value widths per KV head.
     public func keptValueRows(_ widths: [Int]) -> [Int] {
         if let keptValueDims { return keptValueDims }
-        var offsets = [Int](), sum = 0
-        for w in widths { offsets.append(sum); sum += w }
+        let offsets = startOffsets(widths)
         return keptKVHeads.flatMap { g in offsets[g]..<(offsets[g] + widths[g]) }
     }
 
     /// The value widths of the kept KV heads, given the layer's value widths per KV head.
     public func keptValueWidths(_ widths: [Int]) -> [Int] {
         guard let keptValueDims else { return keptKVHeads.map { widths[$0] } }
-        var offsets = [Int](), sum = 0
-        for w in widths { offsets.append(sum); sum += w }
+        let offsets = startOffsets(widths)
         return keptKVHeads.map { g in keptValueDims.filter { $0 >= offsets[g] && $0 < offsets[g] + widths[g] }.count }
     }
 }

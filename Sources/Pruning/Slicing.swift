@@ -101,8 +101,7 @@ public enum Slicing {
         let widths = c.valueWidths(layer: l)
         guard c.kvHeadCounts[l] > 0 else { return [] }
         let rep = c.headCounts[l] / c.kvHeadCounts[l]
-        var offsets = [Int](), sum = 0
-        for w in widths { offsets.append(sum); sum += w }
+        let offsets = startOffsets(widths)
         let rows = p.keptValueRows(widths)
         return p.keptHeads.flatMap { h -> [Int] in
             let g = h / rep, base = rep * offsets[g] + (h % rep) * widths[g]

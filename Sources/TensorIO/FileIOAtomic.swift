@@ -203,3 +203,24 @@ final class BufferedSink {
         }
     }
 }
+
+/// A writer that leaves either the whole file (`finish`) or none (`abort`).
+public protocol WholeFileWriter: AnyObject {
+    func finish() throws
+    func abort()
+}
+
+extension WholeFileWriter {
+    /// Runs `body`, which writes the contents, then finishes the file; on any error the partial
+    /// file is discarded and the error rethrown.
+    public func complete<R>(_ body: () throws -> R) throws -> R {
+        do {
+            let result = try body()
+            try finish()
+            return result
+        } catch {
+            abort()
+            throw error
+        }
+    }
+}

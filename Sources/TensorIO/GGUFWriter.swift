@@ -5,7 +5,7 @@ import Foundation
 // as they come, so a tool holds one layer at a time; the file goes through a temporary and is
 // renamed into place (OutputFile), as every output.
 
-public final class GGUFWriter {
+public final class GGUFWriter: WholeFileWriter {
     public struct TensorSpec {
         public var name: String
         /// Hugging Face order (rows first); written reversed, as ggml's ne[0] is the innermost.

@@ -6,7 +6,7 @@ import Glibc
 import Darwin
 #endif
 
-public final class TensorFileWriter {
+public final class TensorFileWriter: WholeFileWriter {
     public let header: SafetensorsHeader
     private let output: OutputFile
     private let buffered: BufferedSink

@@ -176,17 +176,13 @@ struct Allocate: ParsableCommand {
             out["min_keep"] = "\(minKeep)"
             out["remove_heads"] = "\(removeHeads)"
             let writer = try TensorFileWriter(path: output, entries: entries, metadata: out)
-            do {
+            try writer.complete {
                 for (l, p) in plan.layers.enumerated() {
                     try writer.write(PlanNames.heads(l), integers: p.keptHeads)
                     try writer.write(PlanNames.kvHeads(l), integers: p.keptKVHeads)
                     try writer.write(PlanNames.channels(l), integers: p.keptChannels)
                     if let rows = p.keptValueDims { try writer.write(PlanNames.valueDims(l), integers: rows) }
                 }
-                try writer.finish()
-            } catch {
-                writer.abort()
-                throw error
             }
             if let plot { try PlanPlot.svg(plan, shapes: shapes).write(toFile: plot, atomically: true, encoding: .utf8) }
             if !quiet { printError(PlanPlot.table(plan, shapes: shapes, ratio: ratio)) }

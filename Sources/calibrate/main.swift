@@ -155,12 +155,8 @@ struct Run: ParsableCommand {
                                               metadata: metadata)
             let progress = Progress("calibrate", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             let start = Date()
-            do {
+            try writer.complete {
                 try calibrator.run(into: writer, cache: activationCache, fromCache: fromCache) { progress.update($0) }
-                try writer.finish()
-            } catch {
-                writer.abort()
-                throw error
             }
             progress.finish()
             if !common.quiet {

@@ -94,7 +94,7 @@ struct Restore: ParsableCommand {
                                          dtype: { sliced.shape($0) != nil ? sliced.storageType($0) : .F32 },
                                          tokenizerJSON: sliced.tokenizerJSON, metadata: meta)
             var rows: [String] = []
-            do {
+            try writer.complete {
                 try writer.write(TensorNames.embedding, try sliced.embedding())
                 for l in 0..<c.numLayers {
                     let d = try denseModel.layer(l)
@@ -136,10 +136,6 @@ struct Restore: ParsableCommand {
                 }
                 try writer.write(TensorNames.finalNorm, try sliced.finalNorm())
                 if let head = try sliced.head() { try writer.write(TensorNames.head, head) }
-                try writer.finish()
-            } catch {
-                writer.abort()
-                throw error
             }
             if !common.quiet {
                 printError("layer  reconstruction error ‖WX + b − W'X_K − b'‖² over the calibration tokens: before → after")

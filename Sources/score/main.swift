@@ -87,7 +87,7 @@ struct Score: ParsableCommand {
             }
             let writer = try TensorFileWriter(path: output, entries: entries, metadata: out)
             let progress = Progress("score", total: c.numLayers, unit: "layers", quiet: common.quiet)
-            do {
+            try writer.complete {
                 for l in 0..<c.numLayers {
                     let s = try Scoring.score(metric, layer: l, weights: try model.layer(l), stats: statsFile, windows: N)
                     if let a = s.attention { try writer.write(ScoreNames.attention(l), doubles: a) }
@@ -96,10 +96,6 @@ struct Score: ParsableCommand {
                     try writer.write(StatNames.block(l, .angularSum), doubles: try statsFile.doubles(StatNames.block(l, .angularSum)))
                     progress.update(l + 1)
                 }
-                try writer.finish()
-            } catch {
-                writer.abort()
-                throw error
             }
             progress.finish()
         }

@@ -70,7 +70,7 @@ struct Slice: ParsableCommand {
                                          tokenizerJSON: model.tokenizerJSON, metadata: meta)
             let progress = Progress("slice", total: c.numLayers, unit: "layers", quiet: common.quiet)
             var after = 0
-            do {
+            try writer.complete {
                 func put(_ name: String, _ values: [Float]) throws {
                     after += values.count
                     try writer.write(name, values)
@@ -84,10 +84,6 @@ struct Slice: ParsableCommand {
                 }
                 try put(TensorNames.finalNorm, try model.finalNorm())
                 if let head = try model.head() { try put(TensorNames.head, head) }
-                try writer.finish()
-            } catch {
-                writer.abort()
-                throw error
             }
             progress.finish()
             if !common.quiet {
