@@ -43,7 +43,9 @@ public enum PlanPlot {
             """
         for (l, p) in plan.layers.enumerated() {
             let s = shapes[l]
-            let a = s.H > 0 ? Double(p.keptHeads.count) / Double(s.H) : 0
+            // Attention: the kept share of heads, or of value rows for a V/O plan.
+            let a = s.H == 0 ? 0 : p.keptValueDims.map { Double($0.count) / Double(max(s.valueRows, 1)) }
+                ?? Double(p.keptHeads.count) / Double(s.H)
             let m = s.F > 0 ? Double(p.keptChannels.count) / Double(s.F) : 0
             let x = left + l * (barW + gap)
             let ah = Int(a * Double(h)), mh = Int(m * Double(h))
