@@ -34,9 +34,7 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
     let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
     precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
                  "value widths \(widths) for \(Hkv) KV heads of size \(D)")
-    var offsets = [Int](repeating: 0, count: Hkv)
-    for g in 1..<max(Hkv, 1) { offsets[g] = offsets[g - 1] + widths[g - 1] }
-    let values = ValueLayout(widths: widths, offsets: offsets, rowWidth: widths.reduce(0, +))
+    let values = ValueLayout(widths: widths, headsPerGroup: rep)
     let B = min(T, max(8, attentionBlockTarget / rep))
     let blocks = (T + B - 1) / B
     let items = blocks * Hkv
@@ -79,13 +77,6 @@ private final class ItemCounter: @unchecked Sendable {
     }
 }
 
-/// Where each KV group's values lie in a row of v (and, times rep, of out).
-private struct ValueLayout {
-    var widths: [Int]
-    var offsets: [Int]
-    var rowWidth: Int
-}
-
 /// Query rows i0..<i0+rows of the rep heads of KV group g.
 private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
@@ -108,14 +99,14 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
         }
     }
     // op[M, w] = s[M, L] · v[0..<L, g's w values]
-    let w = values.widths[g], VW = values.rowWidth
+    let w = values.widths[g], VW = values.rowCount, OW = values.columnCount
     if w == 0 { return }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(w), Int32(L), 1,
                 s, Int32(L), v + values.offsets[g], Int32(VW), 0, op, Int32(w))
     for j in 0..<rep {
+        let column = values.columns(ofHead: g * rep + j).lowerBound
         for r in 0..<rows {
-            (out + (i0 + r) * rep * VW + rep * values.offsets[g] + j * w)
-                .update(from: op + (j * rows + r) * w, count: w)
+            (out + (i0 + r) * OW + column).update(from: op + (j * rows + r) * w, count: w)
         }
     }
 }

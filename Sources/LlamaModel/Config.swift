@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import TensorIO
 
 /// The configuration of a LLaMA-family decoder (LLaMA-1/2/3, Mistral, Qwen2, SmolLM2), with
@@ -221,14 +222,17 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         valueWidths?[l] ?? [Int](repeating: headDim, count: kvHeadCounts[l])
     }
 
-    /// Rows of layer l's v_proj: the sum of its KV heads' value widths.
-    public func valueRows(layer l: Int) -> Int { valueWidths(layer: l).reduce(0, +) }
-
-    /// Columns of layer l's o_proj (its attention output): every query head has the value width
-    /// of its KV head, heads in order, so head h's columns start at the widths of heads 0..<h.
-    public func attentionOutputWidth(layer l: Int) -> Int {
-        kvHeadCounts[l] == 0 ? 0 : headCounts[l] / kvHeadCounts[l] * valueRows(layer: l)
+    /// Where layer l's values lie in v_proj's rows and o_proj's columns.
+    public func valueLayout(layer l: Int) -> ValueLayout {
+        ValueLayout(widths: valueWidths(layer: l),
+                    headsPerGroup: kvHeadCounts[l] == 0 ? 0 : headCounts[l] / kvHeadCounts[l])
     }
+
+    /// Rows of layer l's v_proj: the sum of its KV heads' value widths.
+    public func valueRows(layer l: Int) -> Int { valueLayout(layer: l).rowCount }
+
+    /// Columns of layer l's o_proj (its attention output).
+    public func attentionOutputWidth(layer l: Int) -> Int { valueLayout(layer: l).columnCount }
 
     /// The configuration with `valueWidths` set, or nil when every width is `headDim` again.
     public func withValueWidths(_ widths: [[Int]]) -> LlamaConfig {

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import TensorIO
 
 // A model whose value heads V/O pruning narrowed (`LlamaConfig.valueWidths`), seen with every value
@@ -42,28 +43,24 @@ final class PaddedValueStore: TensorStore {
         if let l = values[name] ?? valueBiases[name] {
             // Rows: each KV head's w_g rows, then zero rows up to D.
             let width = values[name] != nil ? source.hiddenSize : 1
+            let layout = source.valueLayout(layer: l)
             var out = [Float](repeating: 0, count: source.kvHeadCounts[l] * D * width)
-            var from = 0
-            for (g, w) in source.valueWidths(layer: l).enumerated() {
-                for r in 0..<w {
+            for g in 0..<source.kvHeadCounts[l] {
+                let from = layout.rows(ofGroup: g).lowerBound
+                for r in 0..<layout.widths[g] {
                     for j in 0..<width { out[(g * D + r) * width + j] = x[(from + r) * width + j] }
                 }
-                from += w
             }
             return out
         }
         if let l = outputs[name] {
             // Columns: each query head's w_g columns, then zero columns up to D.
             let H = source.headCounts[l], rows = source.hiddenSize
-            let widths = source.valueWidths(layer: l), rep = H / max(source.kvHeadCounts[l], 1)
-            let inWidth = source.attentionOutputWidth(layer: l)
+            let layout = source.valueLayout(layer: l), inWidth = layout.columnCount
             var out = [Float](repeating: 0, count: rows * H * D)
             for i in 0..<rows {
-                var from = 0
                 for h in 0..<H {
-                    let w = widths[h / rep]
-                    for e in 0..<w { out[i * H * D + h * D + e] = x[i * inWidth + from + e] }
-                    from += w
+                    for (e, c) in layout.columns(ofHead: h).enumerated() { out[i * H * D + h * D + e] = x[i * inWidth + c] }
                 }
             }
             return out

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import LlamaModel
 
 // The budget: which heads, KV groups and MLP channels each layer keeps (`allocate`), following
@@ -55,10 +56,10 @@ public struct LayerShape: Sendable {
 
     /// Query heads per KV head.
     public var group: Int { Hkv > 0 ? H / Hkv : 1 }
+    /// Where the values lie in v_proj's rows and o_proj's columns.
+    public var valueLayout: ValueLayout { ValueLayout(widths: valueWidths, headsPerGroup: group) }
     /// v_proj rows: the value widths summed.
-    public var valueRows: Int { valueWidths.reduce(0, +) }
-    /// Where each KV head's values start in v_proj's rows.
-    public var valueOffsets: [Int] { startOffsets(valueWidths) }
+    public var valueRows: Int { valueLayout.rowCount }
 
     /// Linear weights and biases of the layer.
     public var parameters: Int {
@@ -75,13 +76,6 @@ public struct LayerShape: Sendable {
     /// One value dimension of KV head g: its v row and the o column of each of the group's heads.
     public var valueDimCost: Int { C + has(.v) + group * C }
 
-    /// The o_proj columns (attention output channels) of query head h.
-    func headChannels(_ h: Int) -> Range<Int> {
-        let g = h / group, w = valueWidths[g]
-        let start = group * valueOffsets[g] + (h % group) * w
-        return start..<(start + w)
-    }
-
     /// The shape left by a plan (o_proj and down_proj biases stay whatever is removed).
     public func kept(_ p: LayerPlan) -> LayerShape {
         var k = self
@@ -91,13 +85,6 @@ public struct LayerShape: Sendable {
         k.valueWidths = p.keptValueWidths(valueWidths)
         return k
     }
-}
-
-/// Where each of consecutive blocks of the given widths starts.
-func startOffsets(_ widths: [Int]) -> [Int] {
-    var out = [Int](), sum = 0
-    for w in widths { out.append(sum); sum += w }
-    return out
 }
 
 public struct LayerPlan: Sendable, Equatable {
@@ -118,15 +105,15 @@ public struct LayerPlan: Sendable, Equatable {
     /// The v_proj rows kept, given the layer's value widths per KV head.
     public func keptValueRows(_ widths: [Int]) -> [Int] {
         if let keptValueDims { return keptValueDims }
-        let offsets = startOffsets(widths)
-        return keptKVHeads.flatMap { g in offsets[g]..<(offsets[g] + widths[g]) }
+        let layout = ValueLayout(widths: widths, headsPerGroup: 1)
+        return keptKVHeads.flatMap { layout.rows(ofGroup: $0) }
     }
 
     /// The value widths of the kept KV heads, given the layer's value widths per KV head.
     public func keptValueWidths(_ widths: [Int]) -> [Int] {
         guard let keptValueDims else { return keptKVHeads.map { widths[$0] } }
-        let offsets = startOffsets(widths)
-        return keptKVHeads.map { g in keptValueDims.filter { $0 >= offsets[g] && $0 < offsets[g] + widths[g] }.count }
+        let layout = ValueLayout(widths: widths, headsPerGroup: 1)
+        return keptKVHeads.map { g in keptValueDims.filter(layout.rows(ofGroup: g).contains).count }
     }
 }
 
@@ -175,9 +162,10 @@ public enum Allocation {
             var list: [AttentionUnitSpec] = []
             if s.H > 0, !a.isEmpty {
                 let g = s.group
-                func raw(_ h: Int) -> Double { s.headChannels(h).reduce(0) { $0 + a[$1] } }
+                let layout = s.valueLayout
+                func raw(_ h: Int) -> Double { layout.columns(ofHead: h).reduce(0) { $0 + a[$1] } }
                 func std(_ h: Int) -> Double {
-                    let r = s.headChannels(h)
+                    let r = layout.columns(ofHead: h)
                     return r.isEmpty ? 0 : r.reduce(0) { $0 + aStd[$1] } / Double(r.count)
                 }
                 let unit = g == 1 && o.attentionUnit == .head ? .group : o.attentionUnit
@@ -186,9 +174,9 @@ public enum Allocation {
                     // Value dimension e of KV head k: o channel e of each of the group's heads.
                     for k in 0..<s.Hkv {
                         for e in 0..<s.valueWidths[k] {
-                            let channels = (k * g..<(k + 1) * g).map { s.headChannels($0).lowerBound + e }
+                            let channels = (k * g..<(k + 1) * g).map { layout.columns(ofHead: $0).lowerBound + e }
                             list.append(AttentionUnitSpec(
-                                valueRows: [s.valueOffsets[k] + e], cost: s.valueDimCost,
+                                valueRows: [layout.offsets[k] + e], cost: s.valueDimCost,
                                 raw: channels.reduce(0) { $0 + a[$1] },
                                 standardised: channels.reduce(0) { $0 + aStd[$1] } / Double(g)))
                         }
@@ -403,12 +391,10 @@ public enum Allocation {
                                  keptValueDims: o.attentionUnit == .vo ? Array(0..<s.valueRows) : nil)
             if !units[l].isEmpty {
                 if o.attentionUnit == .vo {
-                    let rows = zip(units[l], keepUnit[l]).filter(\.1).flatMap(\.0.valueRows).sorted()
-                    let widths = LayerPlan(keptHeads: plan.keptHeads, keptKVHeads: plan.keptKVHeads,
-                                           keptChannels: [], keptValueDims: rows).keptValueWidths(s.valueWidths)
+                    plan.keptValueDims = zip(units[l], keepUnit[l]).filter(\.1).flatMap(\.0.valueRows).sorted()
+                    let widths = plan.keptValueWidths(s.valueWidths)  // of every KV head, still all kept
                     plan.keptKVHeads = (0..<s.Hkv).filter { widths[$0] > 0 }
                     plan.keptHeads = plan.keptKVHeads.flatMap { k in (k * s.group)..<((k + 1) * s.group) }
-                    plan.keptValueDims = rows
                 } else {
                     let heads = zip(units[l], keepUnit[l]).filter(\.1).flatMap(\.0.heads).sorted()
                     plan.keptHeads = heads

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import LlamaModel
 import TensorIO
 
@@ -68,9 +69,9 @@ public struct PlanFile {
                 }
             }
             if let rows = p.keptValueDims {
-                let widths = c.valueWidths(layer: l)
-                let allowed = Set(LayerPlan(keptHeads: [], keptKVHeads: p.keptKVHeads, keptChannels: []).keptValueRows(widths))
-                guard valid(rows, widths.reduce(0, +)), rows.allSatisfy(allowed.contains) else {
+                let layout = c.valueLayout(layer: l)
+                let allowed = Set(p.keptKVHeads.flatMap { layout.rows(ofGroup: $0) })
+                guard valid(rows, layout.rowCount), rows.allSatisfy(allowed.contains) else {
                     throw SliceError("\(name): layer \(l): kept value rows are not sorted, unique and within the kept KV heads' \(allowed.count) value rows")
                 }
             }
@@ -98,14 +99,12 @@ public enum Slicing {
     /// The o_proj columns a plan keeps in layer l: for every kept query head, in order, the columns
     /// of the value rows kept in its KV head.
     public static func keptAttentionColumns(_ p: LayerPlan, config c: LlamaConfig, layer l: Int) -> [Int] {
-        let widths = c.valueWidths(layer: l)
         guard c.kvHeadCounts[l] > 0 else { return [] }
-        let rep = c.headCounts[l] / c.kvHeadCounts[l]
-        let offsets = startOffsets(widths)
-        let rows = p.keptValueRows(widths)
+        let layout = c.valueLayout(layer: l)
+        let rows = p.keptValueRows(layout.widths)
         return p.keptHeads.flatMap { h -> [Int] in
-            let g = h / rep, base = rep * offsets[g] + (h % rep) * widths[g]
-            return rows.filter { $0 >= offsets[g] && $0 < offsets[g] + widths[g] }.map { base + $0 - offsets[g] }
+            let group = layout.rows(ofGroup: h / layout.headsPerGroup), first = layout.columns(ofHead: h).lowerBound
+            return rows.filter(group.contains).map { first + $0 - group.lowerBound }
         }
     }
 
