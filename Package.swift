@@ -66,7 +66,7 @@ let package = Package(
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "LlamaModel", "Tokenization", "TestSupport"],
                     swiftSettings: fast),
-        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "TestSupport"],
+        .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "Kernels", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel"], swiftSettings: fast),
     ],

@@ -11,7 +11,7 @@
 import Foundation
 
 /// LLaMA-3 frequency-dependent scaling (`rope_type: "llama3"`).
-public struct Llama3RopeScaling: Sendable, Equatable, Codable {
+public struct Llama3RopeScaling: Sendable, Equatable {
     public var factor: Double
     public var lowFreqFactor: Double
     public var highFreqFactor: Double

@@ -21,69 +21,12 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public var vocabSize: Int
     public var rmsNormEps: Double
     public var ropeTheta: Double
-    public var ropeScaling: RopeScaling?
+    /// LLaMA-3 frequency-dependent RoPE scaling (`rope_type: "llama3"`), the only kind supported.
+    public var ropeScaling: Llama3RopeScaling?
     public var maxPositionEmbeddings: Int
     public var tieWordEmbeddings: Bool
     public var bosTokenID: Int?
     public var eosTokenID: Int?
-
-    /// LLaMA-3 frequency-dependent RoPE scaling (`rope_type: "llama3"`), the only kind supported.
-    public struct RopeScaling: Codable, Equatable, Sendable {
-        public var ropeType: String
-        public var factor: Double
-        public var lowFreqFactor: Double
-        public var highFreqFactor: Double
-        public var originalMaxPositionEmbeddings: Int
-
-        public init(factor: Double, lowFreqFactor: Double, highFreqFactor: Double,
-                    originalMaxPositionEmbeddings: Int) {
-            self.ropeType = "llama3"
-            self.factor = factor
-            self.lowFreqFactor = lowFreqFactor
-            self.highFreqFactor = highFreqFactor
-            self.originalMaxPositionEmbeddings = originalMaxPositionEmbeddings
-        }
-
-        enum CodingKeys: String, CodingKey {
-            case ropeType = "rope_type"
-            case type
-            case factor
-            case lowFreqFactor = "low_freq_factor"
-            case highFreqFactor = "high_freq_factor"
-            case originalMaxPositionEmbeddings = "original_max_position_embeddings"
-        }
-
-        public init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            // Older configs spell the key `type`.
-            let kind = try c.decodeIfPresent(String.self, forKey: .ropeType)
-                ?? c.decodeIfPresent(String.self, forKey: .type) ?? "(none)"
-            guard kind == "llama3" else {
-                throw ConfigError("rope_scaling of type '\(kind)' is not supported (only llama3)")
-            }
-            ropeType = kind
-            factor = try c.decode(Double.self, forKey: .factor)
-            lowFreqFactor = try c.decode(Double.self, forKey: .lowFreqFactor)
-            highFreqFactor = try c.decode(Double.self, forKey: .highFreqFactor)
-            originalMaxPositionEmbeddings = try c.decode(
-                Int.self, forKey: .originalMaxPositionEmbeddings)
-            guard factor > 0, lowFreqFactor > 0, highFreqFactor > lowFreqFactor,
-                  originalMaxPositionEmbeddings > 0
-            else {
-                throw ConfigError("rope_scaling has invalid values (factor \(factor), " +
-                    "low_freq_factor \(lowFreqFactor), high_freq_factor \(highFreqFactor))")
-            }
-        }
-
-        public func encode(to encoder: Encoder) throws {
-            var c = encoder.container(keyedBy: CodingKeys.self)
-            try c.encode(ropeType, forKey: .ropeType)
-            try c.encode(factor, forKey: .factor)
-            try c.encode(lowFreqFactor, forKey: .lowFreqFactor)
-            try c.encode(highFreqFactor, forKey: .highFreqFactor)
-            try c.encode(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
-        }
-    }
 
     enum CodingKeys: String, CodingKey {
         case architecture
@@ -107,7 +50,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
     public init(
         architecture: String = "llama", hiddenSize: Int, numLayers: Int, headDim: Int,
         headCounts: [Int], kvHeadCounts: [Int], ffnWidths: [Int], valueWidths: [[Int]]? = nil, vocabSize: Int,
-        rmsNormEps: Double, ropeTheta: Double, ropeScaling: RopeScaling? = nil,
+        rmsNormEps: Double, ropeTheta: Double, ropeScaling: Llama3RopeScaling? = nil,
         maxPositionEmbeddings: Int, tieWordEmbeddings: Bool, bosTokenID: Int? = nil,
         eosTokenID: Int? = nil
     ) throws {
@@ -143,7 +86,7 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
         ropeTheta = try c.decode(Double.self, forKey: .ropeTheta)
-        ropeScaling = try c.decodeIfPresent(RopeScaling.self, forKey: .ropeScaling)
+        ropeScaling = try c.decodeIfPresent(Llama3RopeScaling.self, forKey: .ropeScaling)
         maxPositionEmbeddings = try c.decode(Int.self, forKey: .maxPositionEmbeddings)
         tieWordEmbeddings = try c.decode(Bool.self, forKey: .tieWordEmbeddings)
         bosTokenID = try c.decodeIfPresent(Int.self, forKey: .bosTokenID)
@@ -265,6 +208,52 @@ public struct ConfigError: DiagnosedError {
     public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// The JSON form of LLaMA-3 rope scaling, as transformers 4 writes `rope_scaling` (older
+/// configurations spell `rope_type` as `type`), validated on decoding.
+extension Llama3RopeScaling: Codable {
+    enum CodingKeys: String, CodingKey {
+        case ropeType = "rope_type"
+        case type
+        case factor
+        case lowFreqFactor = "low_freq_factor"
+        case highFreqFactor = "high_freq_factor"
+        case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let kind = try c.decodeIfPresent(String.self, forKey: .ropeType)
+            ?? c.decodeIfPresent(String.self, forKey: .type) ?? "(none)"
+        guard kind == "llama3" else {
+            throw ConfigError("rope_scaling of type '\(kind)' is not supported (only llama3)")
+        }
+        try self.init(checkedFactor: c.decode(Double.self, forKey: .factor),
+                      lowFreqFactor: c.decode(Double.self, forKey: .lowFreqFactor),
+                      highFreqFactor: c.decode(Double.self, forKey: .highFreqFactor),
+                      originalMaxPositionEmbeddings: c.decode(Int.self, forKey: .originalMaxPositionEmbeddings))
+    }
+
+    /// The scaling, or a `ConfigError` naming the values that cannot be right.
+    init(checkedFactor factor: Double, lowFreqFactor: Double, highFreqFactor: Double,
+         originalMaxPositionEmbeddings: Int) throws {
+        guard factor > 0, lowFreqFactor > 0, highFreqFactor > lowFreqFactor, originalMaxPositionEmbeddings > 0 else {
+            throw ConfigError("rope scaling has invalid values (factor \(factor), low_freq_factor \(lowFreqFactor), " +
+                "high_freq_factor \(highFreqFactor), original_max_position_embeddings \(originalMaxPositionEmbeddings))")
+        }
+        self.init(factor: factor, lowFreqFactor: lowFreqFactor, highFreqFactor: highFreqFactor,
+                  originalMaxPositionEmbeddings: originalMaxPositionEmbeddings)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode("llama3", forKey: .ropeType)
+        try c.encode(factor, forKey: .factor)
+        try c.encode(lowFreqFactor, forKey: .lowFreqFactor)
+        try c.encode(highFreqFactor, forKey: .highFreqFactor)
+        try c.encode(originalMaxPositionEmbeddings, forKey: .originalMaxPositionEmbeddings)
+    }
 }
 
 /// A one-line account of a Decodable failure (which key, what was wrong).

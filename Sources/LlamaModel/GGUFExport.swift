@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import TensorIO
 import Tokenization
 
@@ -117,29 +118,21 @@ extension Model {
         try writer.complete {
             for (i, (spec, hf)) in specs.enumerated() {
                 var values = try synthetic[spec.name] ?? floats(hf)
-                if let l = layerOf(hf), hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
-                    || hf == TensorNames.weight(l, .k) || hf == TensorNames.bias(l, .k)
-                {
-                    let isQ = hf == TensorNames.weight(l, .q) || hf == TensorNames.bias(l, .q)
+                if let (l, p, _) = TensorNames.projection(of: hf), p == .q || p == .k {
                     let rows = spec.shape[0], cols = spec.shape.count > 1 ? spec.shape[1] : 1
-                    values = permuteRows(values, heads: isQ ? c.headCounts[l] : c.kvHeadCounts[l], rows: rows, cols: cols)
+                    values = rotaryRows(values, heads: p == .q ? c.headCounts[l] : c.kvHeadCounts[l], rows: rows, cols: cols, to: .gguf)
                 }
                 try writer.write(spec.name, values)
                 progress?(i + 1, specs.count)
             }
         }
     }
-
-    private func layerOf(_ name: String) -> Int? {
-        let parts = name.split(separator: ".")
-        return parts.count > 3 && parts[0] == "model" && parts[1] == "layers" ? Int(parts[2]) : nil
-    }
 }
 
 /// llama.cpp's per-frequency divisors for LLaMA-3 rope scaling: 1 for wavelengths shorter than
 /// original/high_freq_factor, `factor` for those longer than original/low_freq_factor, and between
 /// them the inverse of the interpolation transformers applies to the inverse frequency.
-public func llama3RopeFactors(headDim D: Int, theta: Double, scaling r: LlamaConfig.RopeScaling) -> [Float] {
+public func llama3RopeFactors(headDim D: Int, theta: Double, scaling r: Llama3RopeScaling) -> [Float] {
     let original = Double(r.originalMaxPositionEmbeddings)
     let lowWavelength = original / r.lowFreqFactor, highWavelength = original / r.highFreqFactor
     return (0..<(D / 2)).map { i in

@@ -48,30 +48,25 @@ final class GGUFStore: TensorStore {
             throw TensorIOError.badData("\(path): tensor '\(name)' is missing")
         }
         var values = try file.dequantize(info)
-        if permutesQK, let (l, isQ) = qkLayer(name) {
-            let heads = isQ ? config.headCounts[l] : config.kvHeadCounts[l]
+        if permutesQK, let (l, p, _) = TensorNames.projection(of: name), p == .q || p == .k {
+            let heads = p == .q ? config.headCounts[l] : config.kvHeadCounts[l]
             let rows = info.shape[0], cols = info.shape.count > 1 ? info.shape[1] : 1
-            values = unpermuteRows(values, heads: heads, rows: rows, cols: cols)
+            values = rotaryRows(values, heads: heads, rows: rows, cols: cols, to: .huggingFace)
         }
         return values
     }
-
-    /// (layer, is-query) when `name` is a q_proj or k_proj weight or bias.
-    private func qkLayer(_ name: String) -> (Int, Bool)? {
-        for l in 0..<config.numLayers {
-            for p in [Projection.q, .k]
-            where name == TensorNames.weight(l, p) || name == TensorNames.bias(l, p) {
-                return (l, p == .q)
-            }
-        }
-        return nil
-    }
 }
 
-/// Undoes llama.cpp's Q/K row permutation. Within each head of `rows / heads` rows, GGUF stores
-/// the rotary pairs interleaved (row 2i, 2i+1 = HF rows i, i + half); HF keeps halves apart.
-/// x: [rows, cols] → [rows, cols].
-func unpermuteRows(_ x: [Float], heads: Int, rows: Int, cols: Int) -> [Float] {
+/// The two orders of the rotary pairs within each head's rows of q_proj and k_proj: Hugging Face
+/// keeps the halves apart (rows i and i + half rotate together), GGUF interleaves them (rows 2i
+/// and 2i + 1), as llama.cpp's converter permutes them.
+enum RotaryRowOrder {
+    case huggingFace, gguf
+}
+
+/// x: [rows, cols] in the other order → [rows, cols] in `order`, head by head (`rows / heads`
+/// rows each).
+func rotaryRows(_ x: [Float], heads: Int, rows: Int, cols: Int, to order: RotaryRowOrder) -> [Float] {
     guard heads > 0, rows > 0 else { return x }
     let perHead = rows / heads, half = perHead / 2
     var out = [Float](repeating: 0, count: x.count)
@@ -80,29 +75,9 @@ func unpermuteRows(_ x: [Float], heads: Int, rows: Int, cols: Int) -> [Float] {
             for h in 0..<heads {
                 for i in 0..<half {
                     for j in 0..<2 {
-                        let from = (h * perHead + 2 * i + j) * cols
-                        let to = (h * perHead + j * half + i) * cols
-                        for c in 0..<cols { dst[to + c] = src[from + c] }
-                    }
-                }
-            }
-        }
-    }
-    return out
-}
-
-/// The inverse of `unpermuteRows`: HF order → llama.cpp's interleaved order (for GGUF export).
-func permuteRows(_ x: [Float], heads: Int, rows: Int, cols: Int) -> [Float] {
-    guard heads > 0, rows > 0 else { return x }
-    let perHead = rows / heads, half = perHead / 2
-    var out = [Float](repeating: 0, count: x.count)
-    x.withUnsafeBufferPointer { src in
-        out.withUnsafeMutableBufferPointer { dst in
-            for h in 0..<heads {
-                for i in 0..<half {
-                    for j in 0..<2 {
-                        let to = (h * perHead + 2 * i + j) * cols
-                        let from = (h * perHead + j * half + i) * cols
+                        let interleaved = (h * perHead + 2 * i + j) * cols
+                        let apart = (h * perHead + j * half + i) * cols
+                        let (from, to) = order == .huggingFace ? (interleaved, apart) : (apart, interleaved)
                         for c in 0..<cols { dst[to + c] = src[from + c] }
                     }
                 }

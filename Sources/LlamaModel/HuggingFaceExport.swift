@@ -86,7 +86,7 @@ extension Model {
         ]
         if let s = c.ropeScaling {
             hf["rope_scaling"] = [
-                "rope_type": s.ropeType, "factor": s.factor, "low_freq_factor": s.lowFreqFactor,
+                "rope_type": "llama3", "factor": s.factor, "low_freq_factor": s.lowFreqFactor,
                 "high_freq_factor": s.highFreqFactor,
                 "original_max_position_embeddings": s.originalMaxPositionEmbeddings,
             ]
@@ -103,7 +103,7 @@ extension Model {
                 "model_max_length": c.maxPositionEmbeddings,
                 "clean_up_tokenization_spaces": false,
             ]
-            let special = specialTokenContents(tokenizerJSON)
+            let special = try specialTokenContents(tokenizerJSON)
             if let b = c.bosTokenID, let s = special[b] { tc["bos_token"] = s }
             if let e = c.eosTokenID, let s = special[e] { tc["eos_token"] = s }
             try writeJSON(tc, to: dir.appendingPathComponent("tokenizer_config.json"))
@@ -111,9 +111,13 @@ extension Model {
     }
 }
 
-/// id → content of the added tokens of a tokenizer.json.
-private func specialTokenContents(_ json: String) -> [Int: String] {
-    guard let added = (try? JSONValue.parse(Array(json.utf8)))?["added_tokens"]?.items else { return [:] }
+/// id → content of the added tokens of a tokenizer.json (none when it lists none).
+private func specialTokenContents(_ json: String) throws -> [Int: String] {
+    let parsed: JSONValue
+    do { parsed = try JSONValue.parse(Array(json.utf8)) } catch {
+        throw TensorIOError.badData("the model's tokenizer.json: \(error)")
+    }
+    guard let added = parsed["added_tokens"]?.items else { return [:] }
     var out: [Int: String] = [:]
     for token in added {
         if let id = token["id"]?.int, let content = token["content"]?.string {

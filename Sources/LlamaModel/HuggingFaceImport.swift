@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import TensorIO
 
 /// The subset of a Hugging Face `config.json` that LLaMA, Mistral and Qwen2 share, decoded
@@ -12,8 +13,7 @@ struct HuggingFaceConfig: Decodable {
     var numKeyValueHeads: Int?
     var headDim: Int?
     var rmsNormEps: Double
-    var ropeTheta: Double?
-    var ropeScaling: LlamaConfig.RopeScaling?
+    var rope: RotarySettings
     var maxPositionEmbeddings: Int?
     var tieWordEmbeddings: Bool?
     var vocabSize: Int
@@ -29,8 +29,6 @@ struct HuggingFaceConfig: Decodable {
         case numKeyValueHeads = "num_key_value_heads"
         case headDim = "head_dim"
         case rmsNormEps = "rms_norm_eps"
-        case ropeTheta = "rope_theta"
-        case ropeScaling = "rope_scaling"
         case maxPositionEmbeddings = "max_position_embeddings"
         case tieWordEmbeddings = "tie_word_embeddings"
         case vocabSize = "vocab_size"
@@ -51,17 +49,16 @@ struct HuggingFaceConfig: Decodable {
         numKeyValueHeads = try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads)
         headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
         rmsNormEps = try c.decode(Double.self, forKey: .rmsNormEps)
-        ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
-        ropeScaling = try c.decodeIfPresent(LlamaConfig.RopeScaling.self, forKey: .ropeScaling)
+        rope = try RotarySettings(from: decoder)
         maxPositionEmbeddings = try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings)
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-        bosTokenID = try? c.decodeIfPresent(Int.self, forKey: .bosTokenID)
+        bosTokenID = try c.decodeIfPresent(Int.self, forKey: .bosTokenID)
         // LLaMA-3.1 lists several end tokens; the first is the one a generator stops at.
-        if let one = try? c.decodeIfPresent(Int.self, forKey: .eosTokenID) {
-            eosTokenID = one
+        if (try? c.decodeIfPresent(Int.self, forKey: .eosTokenID)) != nil {
+            eosTokenID = try c.decodeIfPresent(Int.self, forKey: .eosTokenID)
         } else {
-            eosTokenID = (try? c.decodeIfPresent([Int].self, forKey: .eosTokenID))??.first
+            eosTokenID = try c.decodeIfPresent([Int].self, forKey: .eosTokenID)?.first
         }
     }
 
@@ -76,11 +73,93 @@ struct HuggingFaceConfig: Decodable {
             headCounts: Array(repeating: numAttentionHeads, count: max(L, 0)),
             kvHeadCounts: Array(repeating: numKeyValueHeads ?? numAttentionHeads, count: max(L, 0)),
             ffnWidths: Array(repeating: intermediateSize, count: max(L, 0)),
-            vocabSize: vocabSize, rmsNormEps: rmsNormEps, ropeTheta: ropeTheta ?? 10000,
-            ropeScaling: ropeScaling, maxPositionEmbeddings: maxPositionEmbeddings ?? 2048,
+            vocabSize: vocabSize, rmsNormEps: rmsNormEps, ropeTheta: rope.theta,
+            ropeScaling: rope.scaling, maxPositionEmbeddings: maxPositionEmbeddings ?? 2048,
             // transformers' default differs: LLaMA/Mistral untied, Qwen2 tied.
             tieWordEmbeddings: tieWordEmbeddings ?? (modelType == "qwen2"),
             bosTokenID: bosTokenID, eosTokenID: eosTokenID)
+    }
+}
+
+/// θ and the LLaMA-3 scaling of a Hugging Face configuration, from either layout:
+/// transformers 4's top-level `rope_theta` and `rope_scaling`, or transformers 5's
+/// `rope_parameters` (`{"rope_theta": …, "rope_type": "default" | "llama3", factors…}`).
+/// A value is taken from wherever the configuration states it; θ falls back to transformers'
+/// default 10000 only when no key states it. Two statements that disagree, an unknown
+/// `rope_type`, or a partial rotary factor other than 1 are refused.
+struct RotarySettings {
+    var theta: Double
+    var scaling: Llama3RopeScaling?
+
+    enum CodingKeys: String, CodingKey {
+        case ropeTheta = "rope_theta"
+        case ropeScaling = "rope_scaling"
+        case ropeParameters = "rope_parameters"
+    }
+
+    /// One rotary block (`rope_scaling` or `rope_parameters`) with every field optional.
+    struct Fields: Decodable, Equatable {
+        var ropeType: String?
+        var type: String?
+        var ropeTheta: Double?
+        var factor: Double?
+        var lowFreqFactor: Double?
+        var highFreqFactor: Double?
+        var originalMaxPositionEmbeddings: Int?
+        var partialRotaryFactor: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case ropeType = "rope_type", type, ropeTheta = "rope_theta", factor
+            case lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+            case originalMaxPositionEmbeddings = "original_max_position_embeddings"
+            case partialRotaryFactor = "partial_rotary_factor"
+        }
+
+        /// `rope_type` (older files: `type`); "default" when neither is given.
+        var kind: String { ropeType ?? type ?? "default" }
+
+        /// The LLaMA-3 scaling these fields describe (nil for "default"), or why not.
+        func scaling(_ key: String) throws -> Llama3RopeScaling? {
+            if let p = partialRotaryFactor, p != 1 {
+                throw ConfigError("\(key).partial_rotary_factor \(p) is not supported (only 1)")
+            }
+            switch kind {
+            case "default": return nil
+            case "llama3":
+                guard let factor, let lowFreqFactor, let highFreqFactor, let originalMaxPositionEmbeddings else {
+                    throw ConfigError("\(key) of rope_type llama3 lacks factor, low_freq_factor, high_freq_factor or original_max_position_embeddings")
+                }
+                return try Llama3RopeScaling(checkedFactor: factor, lowFreqFactor: lowFreqFactor,
+                                             highFreqFactor: highFreqFactor,
+                                             originalMaxPositionEmbeddings: originalMaxPositionEmbeddings)
+            default:
+                throw ConfigError("\(key).rope_type '\(kind)' is not supported (default, llama3)")
+            }
+        }
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let topTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta)
+        let topScaling = try c.decodeIfPresent(Fields.self, forKey: .ropeScaling)
+        let parameters = try c.decodeIfPresent(Fields.self, forKey: .ropeParameters)
+        let scalingFromTop = try topScaling?.scaling("rope_scaling")
+        var theta = topTheta, scaling = scalingFromTop
+        if let p = parameters {
+            if let t = p.ropeTheta {
+                if let top = topTheta, top != t {
+                    throw ConfigError("rope_theta \(top) and rope_parameters.rope_theta \(t) contradict each other")
+                }
+                theta = t
+            }
+            let fromParameters = try p.scaling("rope_parameters")
+            if topScaling != nil, fromParameters != scalingFromTop {
+                throw ConfigError("rope_scaling and rope_parameters describe different rotary scalings")
+            }
+            scaling = fromParameters
+        }
+        self.theta = theta ?? 10000
+        self.scaling = scaling
     }
 }
 
@@ -122,8 +201,9 @@ final class SafetensorsStore: TensorStore {
         do { data = try Data(contentsOf: url) } catch {
             throw TensorIOError.io("\(url.path): \(error.localizedDescription)")
         }
-        guard let index = try? JSONDecoder().decode(Index.self, from: data) else {
-            throw TensorIOError.badData("\(url.path): not a safetensors index (no weight_map)")
+        let index: Index
+        do { index = try JSONDecoder().decode(Index.self, from: data) } catch {
+            throw TensorIOError.badData("\(url.path): not a safetensors index: \(describeDecodingError(error))")
         }
         for shard in index.weight_map.values where shard.contains("/") || shard.hasPrefix(".") {
             throw TensorIOError.badData("\(url.path): shard name '\(shard)' leaves the directory")
@@ -153,6 +233,19 @@ final class SafetensorsStore: TensorStore {
     }
 }
 
+extension LlamaConfig {
+    /// The configuration a Hugging Face `config.json` describes (transformers 4 or 5 layout).
+    public static func fromHuggingFace(_ json: Data) throws -> LlamaConfig {
+        do {
+            return try JSONDecoder().decode(HuggingFaceConfig.self, from: json).llamaConfig()
+        } catch let e as ConfigError {
+            throw e
+        } catch {
+            throw ConfigError(describeDecodingError(error))
+        }
+    }
+}
+
 extension Model {
     static func openHuggingFaceDirectory(_ path: String) throws -> Model {
         let dir = URL(fileURLWithPath: path)
@@ -162,11 +255,9 @@ extension Model {
         }
         let config: LlamaConfig
         do {
-            config = try JSONDecoder().decode(HuggingFaceConfig.self, from: data).llamaConfig()
+            config = try LlamaConfig.fromHuggingFace(data)
         } catch let e as ConfigError {
             throw TensorIOError.badData("\(configURL.path): \(e.message)")
-        } catch {
-            throw TensorIOError.badData("\(configURL.path): \(describeDecodingError(error))")
         }
         let store = try SafetensorsStore(directory: path)
         let tokenizerURL = dir.appendingPathComponent("tokenizer.json")

@@ -19,15 +19,8 @@ public final class Runner {
     public init(model: Model, maxPositions: Int) {
         self.model = model
         self.config = model.config
-        var scaling: Llama3RopeScaling? = nil
-        if let s = model.config.ropeScaling {
-            scaling = Llama3RopeScaling(
-                factor: s.factor, lowFreqFactor: s.lowFreqFactor,
-                highFreqFactor: s.highFreqFactor,
-                originalMaxPositionEmbeddings: s.originalMaxPositionEmbeddings)
-        }
         rotary = RotaryTable(headDim: model.config.headDim, theta: model.config.ropeTheta,
-                             scaling: scaling, maxPositions: max(maxPositions, 1))
+                             scaling: model.config.ropeScaling, maxPositions: max(maxPositions, 1))
     }
 
     /// The hidden states after the embedding: x[N·T, C].

@@ -38,6 +38,23 @@ public enum TensorNames {
         "model.layers.\(l).\(p.rawValue).bias"
     }
 
+    /// The decoder layer a tensor belongs to (`model.layers.L.…`), or nil.
+    public static func layer(of name: String) -> Int? {
+        let parts = name.split(separator: ".", maxSplits: 3)
+        guard parts.count == 4, parts[0] == "model", parts[1] == "layers", let l = Int(parts[2]), l >= 0 else { return nil }
+        return l
+    }
+
+    /// The layer and projection of a projection's weight or bias, or nil for any other name.
+    public static func projection(of name: String) -> (layer: Int, projection: Projection, isBias: Bool)? {
+        guard let l = layer(of: name) else { return nil }
+        for p in Projection.allCases {
+            if name == weight(l, p) { return (l, p, false) }
+            if name == bias(l, p) { return (l, p, true) }
+        }
+        return nil
+    }
+
     /// Maps a GGUF tensor name to its Hugging Face name, or nil for tensors PruneKit does not
     /// import (e.g. `rope_freqs.weight`, handled separately).
     static func fromGGUF(_ name: String) -> String? {

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import LlamaModel
 import Pruning
 import TensorIO
@@ -65,7 +66,7 @@ final class GGUFExportTests: XCTestCase {
         XCTAssertEqual(first["head_dim"] as? Int, model.config.headDim)
         var config = model.config
         config.ropeTheta = first["rope_theta"] as! Double
-        config.ropeScaling = LlamaConfig.RopeScaling(
+        config.ropeScaling = Llama3RopeScaling(
             factor: scaling["factor"] as! Double, lowFreqFactor: scaling["low_freq_factor"] as! Double,
             highFreqFactor: scaling["high_freq_factor"] as! Double,
             originalMaxPositionEmbeddings: scaling["original_max_position_embeddings"] as! Int)
@@ -79,7 +80,7 @@ final class GGUFExportTests: XCTestCase {
         assertAllClose(try file.dequantize(tensor), first["factors"] as! [Double], atol: 0, rtol: 1e-6, "rope_freqs")
         for c in cases {
             let s = c["rope_scaling"] as! [String: Any]
-            let r = LlamaConfig.RopeScaling(
+            let r = Llama3RopeScaling(
                 factor: s["factor"] as! Double, lowFreqFactor: s["low_freq_factor"] as! Double,
                 highFreqFactor: s["high_freq_factor"] as! Double,
                 originalMaxPositionEmbeddings: s["original_max_position_embeddings"] as! Int)
