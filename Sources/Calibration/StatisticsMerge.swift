@@ -17,8 +17,8 @@ public enum StatisticsMerge {
         for path in paths {
             let file = try TensorFile(path: path)
             let m = file.metadata
-            guard m["format"] == StatNames.format else {
-                throw CalibrationError("\(path): not a statistics file (metadata format is \(m["format"].map { "'\($0)'" } ?? "missing"))")
+            if let problem = formatMismatch(m, expected: StatNames.format, path: path, noun: "statistics") {
+                throw StatisticsFileError(problem)
             }
             guard let text = m["shards"], m["shard_count"] != nil else {
                 throw CalibrationError("\(path): a complete statistics file, not a shard (nothing to merge it with)")

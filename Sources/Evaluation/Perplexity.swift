@@ -77,3 +77,71 @@ public func evaluatePerplexity(
         parameters: runner.model.totalParameters, seconds: seconds,
         tokensPerSecond: seconds > 0 ? Double(windows.count * T) / seconds : 0)
 }
+
+/// The windows `evaluate` scores: the exact windows of a tensor file (`--tokens`), or a dataset's
+/// text tokenised by the model's tokenizer and cut into windows of T.
+public struct PerplexityWindows {
+    public var name: String
+    public var stream: TokenStream
+    public var windows: [[Int32]]
+
+    /// Exact windows: an integer tensor `tokens` [N, T] whose ids lie in the vocabulary.
+    public init(tokensFile path: String, vocabularySize: Int, limit: Int?) throws {
+        let file = try TensorFile(path: path)
+        guard let entry = file.header.entry("tokens"), entry.shape.count == 2 else {
+            throw DatasetError(.badData, "\(path): no integer tensor 'tokens' of shape [N, T]")
+        }
+        let ids = try file.integers("tokens")
+        let (N, T) = (entry.shape[0], entry.shape[1])
+        guard N > 0, T >= 2 else {
+            throw DatasetError(.badData, "\(path): 'tokens' has shape \(entry.shape); need N ≥ 1, T ≥ 2")
+        }
+        if let i = ids.firstIndex(where: { $0 < 0 || $0 >= vocabularySize }) {
+            throw DatasetError(.badData, "\(path): token id \(ids[i]) at [\(i / T), \(i % T)] is outside the vocabulary (\(vocabularySize))")
+        }
+        name = path
+        stream = TokenStream(ids: ids.map { Int32($0) })
+        windows = stream.windows(length: T, limit: limit)
+    }
+
+    /// A dataset (wikitext2, ptb, c4 or a text file) tokenised by `model`'s tokenizer; with
+    /// `dumpTokens`, its ids are also written there (int32 tensor `tokens` [1, n]) with `metadata`.
+    public init(dataset: EvaluationDataset, model: Model, length T: Int, limit: Int?,
+                dumpTokens: String? = nil, metadata: [String: String] = [:]) throws {
+        let text = try dataset.text()
+        guard !text.isEmpty else { throw DatasetError(.badData, "\(dataset.name): the text is empty") }
+        guard let json = model.tokenizerJSON else { throw DatasetError(.badData, "\(model.path): the model has no tokenizer") }
+        let tokenizer = try Tokenizer(json: Data(json.utf8))
+        name = dataset.name
+        stream = TokenStream(text: text, tokenizer: tokenizer)
+        if let dumpTokens {
+            try writeTensorFile(
+                path: dumpTokens,
+                tensors: [(TensorEntry(name: "tokens", dtype: .I32, shape: [1, stream.ids.count]),
+                           stream.ids.withUnsafeBytes { Array($0) })],
+                metadata: metadata.merging(["dataset": dataset.name, "sha256": stream.sha256]) { $1 })
+        }
+        windows = stream.windows(length: T, limit: limit)
+        guard !windows.isEmpty else {
+            throw DatasetError(.badData, "\(dataset.name): \(stream.ids.count) tokens, fewer than one window of \(T)")
+        }
+    }
+}
+
+extension PerplexityReport {
+    /// The report as `evaluate` prints it on standard error, one "key  value" line each.
+    public func table(model: String) -> [String] {
+        let rows: [(String, String)] = [
+            ("model", model),
+            ("dataset", dataset),
+            ("perplexity", String(format: "%.4f", perplexity)),
+            ("windows × T", "\(windows) × \(seqlen)"),
+            ("tokens evaluated", "\(tokensEvaluated) of \(datasetTokens)"),
+            ("token ids sha256", datasetTokensSHA256),
+            ("parameters", "\(parameters)"),
+            ("tokens/s", String(format: "%.1f", tokensPerSecond)),
+        ]
+        let width = rows.map { $0.0.count }.max() ?? 0
+        return rows.map { $0.0.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + $0.1 }
+    }
+}

@@ -97,7 +97,7 @@ extension Model {
         if let e = c.eosTokenID { hf["eos_token_id"] = e }
         try writeJSON(hf, to: dir.appendingPathComponent("config.json"))
         if let tokenizerJSON {
-            try writeText(tokenizerJSON, to: dir.appendingPathComponent("tokenizer.json"))
+            try writeText(tokenizerJSON, to: dir.appendingPathComponent("tokenizer.json").path)
             var tc: [String: Any] = [
                 "tokenizer_class": "PreTrainedTokenizerFast",
                 "model_max_length": c.maxPositionEmbeddings,
@@ -130,11 +130,5 @@ private func specialTokenContents(_ json: String) throws -> [Int: String] {
 private func writeJSON(_ object: Any, to url: URL) throws {
     let data = try JSONSerialization.data(withJSONObject: object,
                                           options: [.prettyPrinted, .sortedKeys])
-    try writeText(String(decoding: data, as: UTF8.self) + "\n", to: url)
-}
-
-private func writeText(_ text: String, to url: URL) throws {
-    do { try Data(text.utf8).write(to: url, options: .atomic) } catch {
-        throw TensorIOError.io("\(url.path): \(error.localizedDescription)")
-    }
+    try writeText(String(decoding: data, as: UTF8.self) + "\n", to: url.path)
 }

@@ -44,7 +44,7 @@ public final class Model {
             throw TensorIOError.missing("\(path): no such file or directory")
         }
         if isDirectory.boolValue { return try openHuggingFaceDirectory(path) }
-        if try fileStartsWithGGUFMagic(path) { return try openGGUF(path) }
+        if try isGGUFFile(path: path) { return try openGGUF(path) }
         return try openModelFile(path)
     }
 
@@ -160,13 +160,4 @@ extension LlamaConfig {
         }
         return total
     }
-}
-
-func fileStartsWithGGUFMagic(_ path: String) throws -> Bool {
-    guard let handle = FileHandle(forReadingAtPath: path) else {
-        throw TensorIOError.missing("\(path): cannot open for reading")
-    }
-    defer { try? handle.close() }
-    let head = try handle.read(upToCount: 4) ?? Data()
-    return head == Data("GGUF".utf8)
 }

@@ -60,10 +60,8 @@ extension Model {
             store = ModelFileStore(file: file, path: path)
         }
         let shown = path == "-" ? "<stdin>" : path
-        guard metadata["format"] == ModelFileFormat.name else {
-            throw TensorIOError.badData(
-                "\(shown): not a PruneKit model file (metadata format is " +
-                "\(metadata["format"].map { "'\($0)'" } ?? "absent"))")
+        if let problem = formatMismatch(metadata, expected: ModelFileFormat.name, path: shown, noun: "PruneKit model") {
+            throw TensorIOError.badData(problem)
         }
         guard let configText = metadata["config"] else {
             throw TensorIOError.badData("\(shown): model file has no config in its metadata")

@@ -8,6 +8,15 @@ public enum Projection: String, CaseIterable, Sendable {
     case up = "mlp.up_proj"
     case down = "mlp.down_proj"
 
+    /// The module's own name: `q_proj`, …, `down_proj`.
+    public var shortName: String { String(rawValue.split(separator: ".").last!) }
+
+    /// The projection whose module is named `q_proj`, …, `down_proj`.
+    public init?(shortName: String) {
+        guard let p = Projection.allCases.first(where: { $0.shortName == shortName }) else { return nil }
+        self = p
+    }
+
     /// The GGUF name of the same tensor (llama.cpp `tensor_mapping.py` naming).
     var ggufName: String {
         switch self {

@@ -1,5 +1,8 @@
 import Foundation
+import Calibration
 import Kernels
+import LlamaModel
+import TensorIO
 
 // Compensation of a consumer (o_proj, down_proj) for the input columns slicing dropped
 // (`restore`), from the statistics of that input over the calibration windows:
@@ -26,6 +29,14 @@ public struct RestoreResult {
     public var errorAfter: Double?
     /// The solve failed or made the error larger: the plain slice was kept.
     public var fellBack = false
+
+    public init(weight: [Float], bias: [Float]?, errorBefore: Double? = nil, errorAfter: Double? = nil, fellBack: Bool = false) {
+        self.weight = weight
+        self.bias = bias
+        self.errorBefore = errorBefore
+        self.errorAfter = errorAfter
+        self.fellBack = fellBack
+    }
 }
 
 public enum Restoration {
@@ -137,5 +148,122 @@ public enum Restoration {
             e += -2 * delta[i] * ds + n * delta[i] * delta[i]
         }
         return max(e, 0)
+    }
+}
+
+/// Inputs that do not go together: a sliced model not made from this dense model and plan, or
+/// statistics that lack what the method needs.
+public struct RestoreError: DiagnosedError {
+    public var message: String
+    public var kind: FailureKind { .badData }
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// What restoring one layer did to its two consumers.
+public struct LayerRestoreReport {
+    public var layer: Int
+    public var oProj: RestoreResult
+    public var downProj: RestoreResult
+}
+
+extension Restoration {
+    /// The consumers compensated: o_proj after the heads, down_proj after the MLP.
+    static let consumers: [(Projection, StatPoint)] = [(.o, .oProjInput), (.down, .downProjInput)]
+
+    /// Writes `sliced` with o_proj and down_proj compensated, layer by layer, from the dense
+    /// model it was sliced from (same plan) and the dense model's statistics. A method that adds
+    /// a bias gives the consumers one where they had none.
+    public static func restoreModel(sliced: Model, dense: Model, stats: StatisticsFile, plan: PlanFile,
+                                    method: RestoreMethod, damp: Double, output: String,
+                                    metadata extra: [String: String], progress: (Int) -> Void = { _ in }) throws
+        -> [LayerRestoreReport]
+    {
+        let parent = try dense.fingerprint()
+        guard sliced.sourceMetadata["parent_fingerprint"] == parent else {
+            throw RestoreError("\(sliced.path): not sliced from \(dense.path) (its parent fingerprint differs)")
+        }
+        guard sliced.sourceMetadata["plan_digest"] == plan.digest else {
+            throw RestoreError("\(sliced.path): not sliced with \(plan.path)")
+        }
+        try stats.requireComplete()
+        try stats.requireModel(fingerprint: parent)
+        let c = dense.config
+        try plan.check(against: c)
+        let addsBias = method != .lsq
+        // Output tensors: the sliced model's, with o_proj and down_proj biases where the method adds them.
+        var tensors: [(name: String, shape: [Int])] = []
+        for name in sliced.tensorNames {
+            tensors.append((name, sliced.shape(name)!))
+            if addsBias, let (l, p, isBias) = TensorNames.projection(of: name), !isBias,
+               p == .o || p == .down, !sliced.hasBias(l, p) {
+                tensors.append((TensorNames.bias(l, p), [c.hiddenSize]))
+            }
+        }
+        var meta = extra
+        meta["fingerprint"] = Fingerprint.derived(from: try sliced.fingerprint(), stage: "restore",
+                                                  inputs: [method.rawValue, "\(damp)", stats.metadata["windows_sha256"] ?? ""])
+        meta["parent_fingerprint"] = parent
+        meta["plan_digest"] = plan.digest
+        meta["restore"] = method.rawValue
+        let writer = try ModelWriter(path: output, config: sliced.config, tensors: tensors,
+                                     dtype: { sliced.shape($0) != nil ? sliced.storageType($0) : .F32 },
+                                     tokenizerJSON: sliced.tokenizerJSON, metadata: meta)
+        var reports: [LayerRestoreReport] = []
+        try writer.complete {
+            try writer.write(TensorNames.embedding, try sliced.embedding())
+            for l in 0..<c.numLayers {
+                let report = try restoreLayer(l, dense: dense, stats: stats, plan: plan.layers[l], method: method, damp: damp)
+                for name in sliced.layerTensorNames(l) {
+                    var values = try sliced.floats(name)
+                    if let (_, p, isBias) = TensorNames.projection(of: name), p == .o || p == .down {
+                        let r = p == .o ? report.oProj : report.downProj
+                        if !isBias { values = r.weight } else if let b = r.bias { values = b }
+                        try writer.write(name, values)
+                        if !isBias && addsBias && !sliced.hasBias(l, p) {
+                            try writer.write(TensorNames.bias(l, p), r.bias ?? [Float](repeating: 0, count: c.hiddenSize))
+                        }
+                    } else {
+                        try writer.write(name, values)
+                    }
+                }
+                reports.append(report)
+                progress(l + 1)
+            }
+            try writer.write(TensorNames.finalNorm, try sliced.finalNorm())
+            if let head = try sliced.head() { try writer.write(TensorNames.head, head) }
+        }
+        return reports
+    }
+
+    /// Compensates layer l's o_proj and down_proj for the columns the plan drops.
+    static func restoreLayer(_ l: Int, dense: Model, stats: StatisticsFile, plan p: LayerPlan,
+                             method: RestoreMethod, damp: Double) throws -> LayerRestoreReport {
+        let c = dense.config
+        let d = try dense.layer(l)
+        var results: [RestoreResult] = []
+        for (projection, point) in consumers {
+            let consumer = projection == .o ? d.o : d.down
+            let kept = projection == .o ? Slicing.keptAttentionColumns(p, config: c, layer: l) : p.keptChannels
+            let n = Double(try stats.count(l, point))
+            let s = try stats.point(l, point, .sum, width: consumer.inFeatures)
+            let g = try stats.gram(l, point)
+            if method.needsGram && g == nil && kept.count < consumer.inFeatures {
+                throw RestoreError("\(stats.path): no Gram matrix at layer \(l)'s \(point.shortName) input, which lost columns; calibrate with --gram \(point.shortName)")
+            }
+            results.append(restore(weight: consumer.weight, out: consumer.outFeatures, inF: consumer.inFeatures, kept: kept,
+                                   bias: consumer.bias, count: n, sum: s, gram: g, method: method, damp: damp))
+        }
+        return LayerRestoreReport(layer: l, oProj: results[0], downProj: results[1])
+    }
+
+    /// The per-layer table of reconstruction errors, as `restore` prints it.
+    public static func table(_ reports: [LayerRestoreReport]) -> [String] {
+        func cell(_ r: RestoreResult) -> String {
+            guard let b = r.errorBefore, let a = r.errorAfter else { return "      —" }
+            return String(format: "%10.4g → %10.4g%@", b, a, r.fellBack ? " (kept the plain slice)" : "")
+        }
+        return ["layer  reconstruction error ‖WX + b − W'X_K − b'‖² over the calibration tokens: before → after"]
+            + reports.map { String(format: "%5d  o_proj %@   down_proj %@", $0.layer, cell($0.oProj), cell($0.downProj)) }
     }
 }

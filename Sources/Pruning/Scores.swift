@@ -60,12 +60,6 @@ struct ColumnStats {
     }
 }
 
-public enum ScoreNames {
-    public static func attention(_ l: Int) -> String { "model.layers.\(l).self_attn.o_proj.channel_score" }
-    public static func mlp(_ l: Int) -> String { "model.layers.\(l).mlp.down_proj.channel_score" }
-    public static let format = "prunekit-scores"
-}
-
 /// The channel scores of one layer.
 public struct LayerScores {
     public var attention: [Double]?
@@ -73,19 +67,13 @@ public struct LayerScores {
 }
 
 public enum Scoring {
-    /// The scores of layer l from its weights and the statistics file.
-    public static func score(_ metric: ScoreMetric, layer l: Int, weights w: LayerWeights, stats: TensorFile,
+    /// The scores of layer l from its weights and the statistics file (N windows).
+    public static func score(_ metric: ScoreMetric, layer l: Int, weights w: LayerWeights, stats: StatisticsFile,
                              windows N: Int) throws -> LayerScores {
-        func stat(_ p: StatPoint, _ f: PointField) throws -> [Double] {
-            let name = StatNames.point(l, p, f)
-            guard stats.header.entry(name) != nil else {
-                throw CalibrationError("\(stats.name): \(name) is missing (statistics of another model or a shard?)")
-            }
-            return try stats.doubles(name)
-        }
         func consumerScores(_ p: StatPoint, _ weight: Linear, squared: Bool) throws -> [Double] {
             let cols = ColumnStats(weight)
             let width = weight.inFeatures
+            func stat(_ p: StatPoint, _ f: PointField) throws -> [Double] { try stats.point(l, p, f, width: width) }
             let rows = Double(max(cols.rows, 1))
             var out: [Double]
             switch metric {
@@ -106,11 +94,8 @@ public enum Scoring {
                 let q = try stat(p, .sumsq)
                 out = (0..<width).map { cols.absSum[$0] * q[$0].squareRoot() }
             }
-            guard out.count == width else {
-                throw CalibrationError("\(stats.name): layer \(l) statistics at \(p.rawValue) have \(out.count) channels, the model \(width)")
-            }
             if let bad = out.firstIndex(where: { !$0.isFinite }) {
-                throw CalibrationError("\(stats.name): layer \(l) \(p.rawValue) channel \(bad): the score is \(out[bad]) (NaN or infinite statistics)")
+                throw StatisticsFileError("\(stats.path): layer \(l) \(p.rawValue) channel \(bad): the score is \(out[bad]) (NaN or infinite statistics)")
             }
             return squared ? out.map { $0 * $0 } : out
         }

@@ -3,90 +3,58 @@ import Kernels
 import LlamaModel
 import TensorIO
 
-/// A plan read from its file: kept heads, KV heads and channels per layer, checked against a model.
-public struct PlanFile {
-    public var layers: [LayerPlan]
-    public var metadata: [String: String]
-
-    public init(path: String) throws {
-        let file = try TensorFile(path: path)
-        guard file.metadata["format"] == PlanNames.format else {
-            throw SliceError("\(path): not a plan file (metadata format is \(file.metadata["format"].map { "'\($0)'" } ?? "missing"))")
-        }
-        metadata = file.metadata
-        layers = []
-        var l = 0
-        while file.header.entry(PlanNames.heads(l)) != nil {
-            let valueDims = file.header.entry(PlanNames.valueDims(l)) == nil ? nil : try file.integers(PlanNames.valueDims(l))
-            layers.append(LayerPlan(keptHeads: try file.integers(PlanNames.heads(l)),
-                                    keptKVHeads: try file.integers(PlanNames.kvHeads(l)),
-                                    keptChannels: try file.integers(PlanNames.channels(l)),
-                                    keptValueDims: valueDims))
-            l += 1
-        }
-    }
-
-    public init(layers: [LayerPlan], metadata: [String: String] = [:]) {
-        self.layers = layers
-        self.metadata = metadata
-    }
-
-    /// A digest of the kept indices (the plan's part of a sliced model's lineage fingerprint).
-    public var digest: String {
-        var text = "prunekit-plan-v1"
-        for (l, p) in layers.enumerated() {
-            text += "\n\(l):\(p.keptHeads.map(String.init).joined(separator: ","));"
-                + "\(p.keptKVHeads.map(String.init).joined(separator: ","));"
-                + p.keptChannels.map(String.init).joined(separator: ",")
-            // Only V/O plans carry value rows (so other plans keep their digests).
-            if let rows = p.keptValueDims { text += ";v" + rows.map(String.init).joined(separator: ",") }
-        }
-        var hash = SHA256()
-        text.withUTF8 { hash.update(UnsafeRawBufferPointer($0)) }
-        return SHA256.hex(hash.finalize())
-    }
-
-    /// The plan fits the configuration: sorted unique indices in range; every kept query head in
-    /// a kept group and the same number of query heads in every kept group; kept value rows only
-    /// of kept groups.
-    public func check(against c: LlamaConfig, name: String) throws {
-        guard layers.count == c.numLayers else {
-            throw SliceError("\(name): a plan for \(layers.count) layers, the model has \(c.numLayers)")
-        }
-        for (l, p) in layers.enumerated() {
-            let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
-            func valid(_ x: [Int], _ n: Int) -> Bool { zip(x, x.dropFirst()).allSatisfy { $0 < $1 } && x.allSatisfy { $0 >= 0 && $0 < n } }
-            guard valid(p.keptHeads, H), valid(p.keptKVHeads, max(Hkv, 0)), valid(p.keptChannels, F) else {
-                throw SliceError("\(name): layer \(l): kept indices are not sorted, unique and within the layer's \(H) heads, \(Hkv) KV heads, \(F) channels")
-            }
-            if H > 0 {
-                let g = H / Hkv
-                let per = p.keptKVHeads.map { k in p.keptHeads.filter { $0 / g == k }.count }
-                guard p.keptHeads.allSatisfy({ p.keptKVHeads.contains($0 / g) }), Set(per).count <= 1,
-                      per.first.map({ $0 > 0 }) ?? p.keptHeads.isEmpty
-                else {
-                    throw SliceError("\(name): layer \(l): kept heads \(p.keptHeads) do not give every kept KV head \(p.keptKVHeads) the same number of query heads")
-                }
-            }
-            if let rows = p.keptValueDims {
-                let layout = c.valueLayout(layer: l)
-                let allowed = Set(p.keptKVHeads.flatMap { layout.rows(ofGroup: $0) })
-                guard valid(rows, layout.rowCount), rows.allSatisfy(allowed.contains) else {
-                    throw SliceError("\(name): layer \(l): kept value rows are not sorted, unique and within the kept KV heads' \(allowed.count) value rows")
-                }
-            }
-        }
-    }
-}
-
-public struct SliceError: DiagnosedError {
-    public var message: String
-    public var kind: FailureKind { .badData }
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
 public enum Slicing {
+    /// Writes the physically smaller model `plan` leaves of `model`, layer by layer (one layer's
+    /// weights in memory): the plan must have been made for this model and fit it. Returns the
+    /// parameter counts before and after.
+    @discardableResult
+    public static func write(_ model: Model, plan: PlanFile, to output: String, weightType: WeightType = .auto,
+                             metadata extra: [String: String], progress: (Int) -> Void = { _ in }) throws
+        -> (before: Int, after: Int)
+    {
+        let fingerprint = try model.fingerprint()
+        try plan.requireModel(fingerprint: fingerprint)
+        let c = model.config
+        try plan.check(against: c)
+        let sliced = config(c, plan: plan)
+        var tensors: [(name: String, shape: [Int])] = [(TensorNames.embedding, [c.vocabSize, c.hiddenSize])]
+        for l in 0..<c.numLayers {
+            tensors.append((TensorNames.inputNorm(l), [c.hiddenSize]))
+            for p in Projection.allCases {
+                if p == .gate { tensors.append((TensorNames.postAttentionNorm(l), [c.hiddenSize])) }
+                let (rows, cols) = TensorNames.projectionShape(p, config: sliced, layer: l)
+                tensors.append((TensorNames.weight(l, p), [rows, cols]))
+                if model.hasBias(l, p) { tensors.append((TensorNames.bias(l, p), [rows])) }
+            }
+        }
+        tensors.append((TensorNames.finalNorm, [c.hiddenSize]))
+        if !c.tieWordEmbeddings { tensors.append((TensorNames.head, [c.vocabSize, c.hiddenSize])) }
+        var meta = extra
+        meta["fingerprint"] = Fingerprint.derived(from: fingerprint, stage: "slice", inputs: [plan.digest])
+        meta["parent_fingerprint"] = fingerprint
+        meta["plan_digest"] = plan.digest
+        let writer = try ModelWriter(path: output, config: sliced, tensors: tensors,
+                                     dtype: { weightType.dtype(source: model.storageType($0)) },
+                                     tokenizerJSON: model.tokenizerJSON, metadata: meta)
+        var after = 0
+        try writer.complete {
+            func put(_ name: String, _ values: [Float]) throws {
+                after += values.count
+                try writer.write(name, values)
+            }
+            try put(TensorNames.embedding, try model.embedding())
+            for l in 0..<c.numLayers {
+                for (name, values) in layer(l, weights: try model.layer(l), plan: plan.layers[l], config: c) {
+                    try put(name, values)
+                }
+                progress(l + 1)
+            }
+            try put(TensorNames.finalNorm, try model.finalNorm())
+            if let head = try model.head() { try put(TensorNames.head, head) }
+        }
+        return (model.totalParameters, after)
+    }
+
     /// The configuration of the sliced model.
     public static func config(_ c: LlamaConfig, plan: PlanFile) -> LlamaConfig {
         var out = c

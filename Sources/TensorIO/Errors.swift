@@ -38,3 +38,11 @@ public struct TensorIOError: DiagnosedError {
 
     public var description: String { message }
 }
+
+/// The one-line reason a file is not of the expected kind — "PATH: not a NOUN file (metadata format
+/// is 'x')" — or nil when its metadata `format` is `expected`. Each artifact reader wraps it in
+/// its own error type.
+public func formatMismatch(_ metadata: [String: String], expected: String, path: String, noun: String) -> String? {
+    guard metadata["format"] != expected else { return nil }
+    return "\(path): not a \(noun) file (metadata format is \(metadata["format"].map { "'\($0)'" } ?? "missing"))"
+}

@@ -242,3 +242,12 @@ func temporaryDirectoryPath() -> String {
     }
     return "/tmp"
 }
+
+/// Whether the file at `path` begins with the GGUF magic "GGUF" (a file too short to hold it
+/// does not); a file that cannot be opened is an error naming it.
+public func isGGUFFile(path: String) throws -> Bool {
+    let source = try openForReading(path)
+    var head = [UInt8](repeating: 0, count: 4)
+    let n = try head.withUnsafeMutableBytes { try source.readFully(into: $0) }
+    return n == 4 && head == Array("GGUF".utf8)
+}

@@ -224,3 +224,11 @@ extension WholeFileWriter {
         }
     }
 }
+
+/// Writes a small text file (a chart, a JSON side file) whole, replacing any file there; an I/O
+/// error names the path.
+public func writeText(_ text: String, to path: String) throws {
+    do { try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+        throw TensorIOError.io("\(path): \(error.localizedDescription)")
+    }
+}

@@ -238,3 +238,25 @@ extension Tokenizer {
                       addsBOS: meta["tokenizer.ggml.add_bos_token"]?.bool ?? true, sentencePiece: spm)
     }
 }
+
+extension Tokenizer {
+    /// The tokenizer of a model: a GGUF file's `tokenizer.ggml.*` metadata, a Hugging Face
+    /// directory's tokenizer.json, or a PruneKit model file's metadata.
+    public static func load(model path: String) throws -> Tokenizer {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw TensorIOError.missing("\(path): no such file or directory")
+        }
+        if isDirectory.boolValue {
+            return try Tokenizer(json: Data(try readDataFile(path + "/tokenizer.json")))
+        }
+        if try isGGUFFile(path: path) {
+            return try Tokenizer(gguf: try GGUFFile(path: path).metadata)
+        }
+        let file = try TensorFile(path: path)
+        guard let json = file.metadata["tokenizer"] else {
+            throw TokenizerError("\(path): the model file carries no tokenizer")
+        }
+        return try Tokenizer(json: Data(json.utf8))
+    }
+}

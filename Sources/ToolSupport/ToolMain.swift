@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Kernels
 import TensorIO
 
 public enum PruneKit {
@@ -59,12 +60,13 @@ public func checkBinaryOutput(_ path: String) throws {
     }
 }
 
-/// Options shared by every tool.
+/// Options shared by every tool: `--threads` (matrix products and kernels) and `--quiet` (no
+/// progress or summary on standard error).
 public struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Threads for matrix products and kernels (default: all cores).")
     public var threads: Int?
 
-    @Flag(name: .long, help: "No progress output on standard error.")
+    @Flag(name: .long, help: "No progress or summary on standard error.")
     public var quiet = false
 
     public init() {}
@@ -73,6 +75,43 @@ public struct CommonOptions: ParsableArguments {
         if let t = threads, t < 1 {
             throw ValidationError("--threads must be at least 1")
         }
+    }
+}
+
+/// `--model`: the model a tool reads, in any of its three forms.
+public struct ModelOption: ParsableArguments {
+    @Option(name: .long, help: "The model: a GGUF file, a Hugging Face directory, a PruneKit model file, or - (standard input).")
+    public var model: String
+
+    public init() {}
+}
+
+/// `-o/--output`: where a tool writes its artifact.
+public struct OutputOption: ParsableArguments {
+    @Option(name: [.short, .long], help: "Output file (a .st.zst name is compressed), or - for standard output.")
+    public var output: String
+
+    public init() {}
+
+    /// Refuses to write a binary artifact to a terminal.
+    public func checkBinary() throws { try checkBinaryOutput(output) }
+}
+
+/// `--json`: the result as one JSON object on standard output.
+public struct JSONOption: ParsableArguments {
+    @Flag(name: .long, help: "Print the result as JSON on standard output.")
+    public var json = false
+
+    public init() {}
+}
+
+/// Runs a tool's body with the common options applied (threads, interrupt clean-up of partial
+/// outputs) and its errors mapped to one stderr line and an exit code (see `runToolBody`).
+public func runTool(_ tool: String, _ common: CommonOptions?, _ body: () throws -> Void) throws {
+    try runToolBody(tool) {
+        installInterruptCleanup()
+        if let t = common?.threads { BLAS.setThreads(t) }
+        try body()
     }
 }
 

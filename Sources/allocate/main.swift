@@ -1,7 +1,5 @@
 import ArgumentParser
-import Calibration
 import Foundation
-import LlamaModel
 import Pruning
 import TensorIO
 import ToolSupport
@@ -15,7 +13,8 @@ struct Allocate: ParsableCommand {
             weights and biases) to remove; embeddings and the head are not counted. Structures as FLAP \
             defines them: UL-UM (uniform per layer and module; Wanda-sp, FASP), UL-MM, AL-MM, AL-AM \
             (adaptive across layers, standardised scores, cost-weighted global threshold); or --blocks \
-            angular for CFSP's budget per block. docs/DESIGN.md ("The plan") states every rule.
+            angular for CFSP's budget per block. docs/DESIGN.md ("The plan") states every rule. The \
+            per-layer table goes to standard error (not with --quiet).
 
             Example:
               allocate --scores scores.st.zst --ratio 0.2 --structure AL-AM -o plan.st.zst
@@ -57,11 +56,8 @@ struct Allocate: ParsableCommand {
     @Option(name: .long, help: "Also draw the plan as an SVG bar chart.")
     var plot: String?
 
-    @Option(name: [.short, .long], help: "Output plan file, or - for standard output.")
-    var output: String
-
-    @Flag(name: .long, help: "No table on standard error.")
-    var quiet = false
+    @OptionGroup var output: OutputOption
+    @OptionGroup var common: CommonOptions
 
     func validate() throws {
         guard ratio >= 0, ratio < 1 else { throw ValidationError("--ratio must be in [0, 1)") }
@@ -73,119 +69,18 @@ struct Allocate: ParsableCommand {
     }
 
     func run() throws {
-        try runToolBody("allocate") {
-            installInterruptCleanup()
-            try checkBinaryOutput(output)
-            let file = try TensorFile(path: scores)
-            let meta = file.metadata
-            guard meta["format"] == ScoreNames.format else {
-                throw CalibrationError("\(scores): not a scores file (metadata format is \(meta["format"].map { "'\($0)'" } ?? "missing"))")
-            }
-            guard let configText = meta["config"], let config = try? LlamaConfig.fromJSON(configText) else {
-                throw CalibrationError("\(scores): metadata config is missing or invalid")
-            }
-            var options = AllocationOptions(ratio: ratio, structure: nil)
-            if let structure {
-                guard let s = Structure(rawValue: structure == "uniform" ? "UL-UM" : structure.uppercased()) else {
-                    throw UsageError("--structure must be UL-UM, UL-MM, AL-MM, AL-AM or uniform, got '\(structure)'")
-                }
-                options.structure = s
-            }
-            if let blocks {
-                guard blocks == "angular" else { throw UsageError("--blocks must be angular, got '\(blocks)'") }
-                options.angularBlocks = true
-            }
-            options.angularA = angularA
-            guard let unit = AttentionUnit(rawValue: attentionUnit) else {
-                throw UsageError("--attention-unit must be group, head or vo, got '\(attentionUnit)'")
-            }
-            options.attentionUnit = unit
-            let hasAttention = file.header.entry(ScoreNames.attention(0)) != nil
-            let kinds = Set((prune ?? (hasAttention && blocks == nil ? "attention,mlp" : "mlp")).split(separator: ",").map(String.init))
-            guard !kinds.isEmpty, kinds.isSubset(of: ["attention", "mlp"]) else {
-                throw UsageError("--prune takes attention, mlp or attention,mlp")
-            }
-            options.pruneAttention = kinds.contains("attention")
-            options.pruneMLP = kinds.contains("mlp")
-            if let layers {
-                let parts = layers.split(separator: "-").compactMap { Int($0) }
-                guard parts.count == 2, parts[0] >= 0, parts[0] <= parts[1], parts[1] < config.numLayers else {
-                    throw UsageError("--layers must be A-B with 0 ≤ A ≤ B < \(config.numLayers), got '\(layers)'")
-                }
-                options.layers = parts[0]...parts[1]
-            }
-            options.round = round
-            options.minKeep = minKeep
-            options.removeHeads = removeHeads
-
-            let biasLists = (try? JSONSerialization.jsonObject(with: Data((meta["biases"] ?? "[]").utf8))) as? [[String]] ?? []
-            var shapes: [LayerShape] = [], attention: [[Double]?] = [], mlp: [[Double]] = [], angular: [Double] = []
-            for l in 0..<config.numLayers {
-                let names = l < biasLists.count ? biasLists[l] : []
-                let biases = Set(Projection.allCases.filter { names.contains(String($0.rawValue.split(separator: ".").last!)) })
-                let shape = LayerShape(config: config, layer: l, biases: biases)
-                shapes.append(shape)
-                if hasAttention {
-                    let a = try file.doubles(ScoreNames.attention(l))
-                    guard a.count == config.attentionOutputWidth(layer: l) else {
-                        throw CalibrationError("\(scores): layer \(l) has \(a.count) attention scores, the configuration \(config.attentionOutputWidth(layer: l))")
-                    }
-                    attention.append(a)
-                } else {
-                    attention.append(nil)
-                }
-                let m = try file.doubles(ScoreNames.mlp(l))
-                guard m.count == shape.F else {
-                    throw CalibrationError("\(scores): layer \(l) has \(m.count) MLP scores, the configuration \(shape.F)")
-                }
-                mlp.append(m)
-                angular.append(try file.doubles(StatNames.block(l, .angularSum)).first ?? 0)
-            }
-            if let bad = (attention.compactMap { $0 } + mlp).joined().first(where: { !$0.isFinite }) {
-                throw CalibrationError("\(scores): a score is \(bad)")
-            }
-            let plan: Plan
-            do {
-                plan = try Allocation.allocate(shapes: shapes, attention: attention, mlp: mlp, angular: angular, options: options)
-            } catch let e as AllocationError {
-                throw UsageError(e.description)
-            }
-
-            var entries: [TensorEntry] = []
-            for (l, p) in plan.layers.enumerated() {
-                entries.append(TensorEntry(name: PlanNames.heads(l), dtype: .I32, shape: [p.keptHeads.count]))
-                entries.append(TensorEntry(name: PlanNames.kvHeads(l), dtype: .I32, shape: [p.keptKVHeads.count]))
-                entries.append(TensorEntry(name: PlanNames.channels(l), dtype: .I32, shape: [p.keptChannels.count]))
-                if let rows = p.keptValueDims {
-                    entries.append(TensorEntry(name: PlanNames.valueDims(l), dtype: .I32, shape: [rows.count]))
-                }
-            }
-            var out = standardMetadata(tool: "allocate")
-            out["format"] = PlanNames.format
-            out["fingerprint"] = meta["fingerprint"]
-            out["metric"] = meta["metric"]
-            out["config"] = configText
-            out["biases"] = meta["biases"]
-            out["ratio"] = "\(ratio)"
-            out["achieved"] = String(format: "%.6f", plan.achieved)
-            out["structure"] = blocks.map { "blocks-\($0)" } ?? options.structure!.rawValue
-            out["attention_unit"] = unit.rawValue
-            out["prune"] = [options.pruneAttention ? "attention" : nil, options.pruneMLP ? "mlp" : nil].compactMap { $0 }.joined(separator: ",")
-            out["layers"] = options.layers.map { "\($0.lowerBound)-\($0.upperBound)" } ?? "all"
-            out["round"] = round.map(String.init) ?? "none"
-            out["min_keep"] = "\(minKeep)"
-            out["remove_heads"] = "\(removeHeads)"
-            let writer = try TensorFileWriter(path: output, entries: entries, metadata: out)
-            try writer.complete {
-                for (l, p) in plan.layers.enumerated() {
-                    try writer.write(PlanNames.heads(l), integers: p.keptHeads)
-                    try writer.write(PlanNames.kvHeads(l), integers: p.keptKVHeads)
-                    try writer.write(PlanNames.channels(l), integers: p.keptChannels)
-                    if let rows = p.keptValueDims { try writer.write(PlanNames.valueDims(l), integers: rows) }
-                }
-            }
-            if let plot { try PlanPlot.svg(plan, shapes: shapes).write(toFile: plot, atomically: true, encoding: .utf8) }
-            if !quiet { printError(PlanPlot.table(plan, shapes: shapes, ratio: ratio)) }
+        try runTool("allocate", common) {
+            try output.checkBinary()
+            let file = try ScoresFile(path: scores)
+            let options = try AllocationOptions(
+                ratio: ratio, structure: structure, blocks: blocks, angularA: angularA, attentionUnit: attentionUnit,
+                prune: prune, layers: layers, round: round, minKeep: minKeep, removeHeads: removeHeads,
+                hasAttentionScores: file.hasAttention, layerCount: file.config.numLayers)
+            var (plan, planFile) = try Allocation.plan(file, options: options)
+            planFile.metadata.merge(standardMetadata(tool: "allocate")) { $1 }
+            try planFile.write(to: output.output)
+            if let plot { try writeText(PlanPlot.svg(plan, shapes: file.shapes), to: plot) }
+            if !common.quiet { printError(PlanPlot.table(plan, shapes: file.shapes, ratio: ratio)) }
         }
     }
 }

@@ -1,10 +1,7 @@
 import ArgumentParser
 import Calibration
 import Foundation
-import Kernels
 import LlamaModel
-import TensorIO
-import Tokenization
 import ToolSupport
 
 struct Calibrate: ParsableCommand {
@@ -37,8 +34,7 @@ struct Run: ParsableCommand {
               calibrate --model smollm2.st.zst --jsonl c4.jsonl.zst --samples 128 --seqlen 2048 -o stats.st.zst
             """)
 
-    @Option(name: .long, help: "The model: a GGUF file, a Hugging Face directory, a PruneKit model file, or -.")
-    var model: String
+    @OptionGroup var model: ModelOption
 
     @Option(name: .long, help: "Calibration documents: JSONL with a 'text' field per line (.zst read directly).")
     var jsonl: String?
@@ -79,9 +75,7 @@ struct Run: ParsableCommand {
     @Flag(name: .long, help: "Compute every layer's statistics from the cached inputs (--cache), with no forward pass through earlier layers.")
     var fromCache = false
 
-    @Option(name: [.short, .long], help: "Output statistics file (.st.zst compressed), or - for standard output.")
-    var output: String
-
+    @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
@@ -104,101 +98,30 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
-        try runToolBody("calibrate") {
-            installInterruptCleanup()
-            if let t = common.threads { BLAS.setThreads(t) }
-            try checkBinaryOutput(output)
-            var gramPoints = Set<StatPoint>()
-            for name in (gram ?? "").split(separator: ",") {
-                guard let p = StatPoint(module: name.trimmingCharacters(in: .whitespaces)) else {
-                    throw UsageError("--gram: unknown point '\(name)' (q_proj, o_proj, gate_proj, down_proj)")
-                }
-                gramPoints.insert(p)
-            }
-            var shardSpec: (Int, Int)? = nil
-            if let shard {
-                let parts = shard.split(separator: "/")
-                guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
-                    throw UsageError("--shard must be i/n with 0 ≤ i < n, got '\(shard)'")
-                }
-                shardSpec = (i, n)
-            }
-            let source: CalibrationSource = jsonl.map { .jsonl($0) } ?? text.map { .text($0) } ?? .tokens(tokens!)
-            let model = try Model.open(self.model)
-            let T = seqlen ?? 2048
-            if tokens == nil, T > model.config.maxPositionEmbeddings {
-                throw UsageError("--seqlen \(T) exceeds the model's context of \(model.config.maxPositionEmbeddings) tokens")
-            }
-            let tokenizer = try model.tokenizerJSON.map { try Tokenizer(json: Data($0.utf8)) }
-            let windows = try CalibrationWindows.draw(source, tokenizer: tokenizer, samples: samples ?? 128,
-                                                      length: T, seed: seed ?? 0,
-                                                      vocabularySize: model.config.vocabSize)
-            if let note = windows.note, !common.quiet { printError("calibrate: note: \(note)") }
-            let calibrator = try Calibrator(model: model, windows: windows, shard: shardSpec, gramPoints: gramPoints,
-                                            gramDType: gramDtype.lowercased() == "f64" ? .F64 : .F32)
-            if let dumpWindows {
-                let (entry, bytes) = windows.tensor()
-                try writeTensorFile(path: dumpWindows, tensors: [(entry, bytes)],
-                                    metadata: standardMetadata(tool: "calibrate").merging(
-                                        ["seed": "\(seed ?? 0)", "source": source.path, "windows_mode": windows.mode,
-                                         "sha256": windows.sha256]) { $1 })
-            }
-            let fingerprint = try model.fingerprint()
-            let activationCache = try cache.map {
-                try ActivationCache(directory: $0, element: cacheDtype.lowercased() == "bf16" ? .BF16 : .F32,
-                                    fingerprint: fingerprint, windows: windows, range: calibrator.range,
-                                    batchWindows: calibrator.batchWindows)
-            }
-            let metadata = calibrator.metadata(fingerprint: fingerprint, source: source, seed: seed ?? 0)
-                .merging(standardMetadata(tool: "calibrate")) { $1 }
-            let writer = try TensorFileWriter(path: output, entries: calibrator.layout.entries(model.config),
-                                              metadata: metadata)
+        try runTool("calibrate", common) {
+            try output.checkBinary()
+            var request = CalibrationRequest(source: jsonl.map { .jsonl($0) } ?? text.map { .text($0) } ?? .tokens(tokens!))
+            request.samples = samples ?? 128
+            request.length = seqlen ?? 2048
+            request.seed = seed ?? 0
+            request.gramPoints = try StatPoint.list(gram ?? "")
+            request.gramDType = gramDtype.lowercased() == "f64" ? .F64 : .F32
+            request.shard = try shard.map(parseShard)
+            request.dumpWindows = dumpWindows
+            request.cache = cache
+            request.cacheDType = cacheDtype.lowercased() == "bf16" ? .BF16 : .F32
+            request.fromCache = fromCache
+            let model = try Model.open(self.model.model)
             let progress = Progress("calibrate", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
-            let start = Date()
-            try writer.complete {
-                try calibrator.run(into: writer, cache: activationCache, fromCache: fromCache) { progress.update($0) }
-            }
+            let run = try Calibrator.run(request, model: model, output: output.output, metadata: standardMetadata(tool: "calibrate"),
+                                         note: { if !common.quiet { printError("calibrate: note: \($0)") } },
+                                         progress: progress.update)
             progress.finish()
             if !common.quiet {
-                let seconds = Date().timeIntervalSince(start)
-                let tokens = calibrator.range.count * windows.length
                 printError(String(format: "calibrate: %d windows × %d tokens (%@), %.1f s, %.0f tokens/s, peak memory %.0f MB",
-                                  calibrator.range.count, windows.length, windows.mode, seconds,
-                                  Double(tokens) / max(seconds, 1e-9), peakMemoryMB()))
+                                  run.windows, run.length, run.mode, run.seconds,
+                                  Double(run.windows * run.length) / max(run.seconds, 1e-9), peakMemoryMB()))
             }
-        }
-    }
-}
-
-struct Merge: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "merge",
-        abstract: "Add the statistics of disjoint shards of the same windows (calibrate --shard i/n).",
-        discussion: """
-            The shards must come from the same model, data, windows and settings. When they cover every \
-            shard the result is a complete statistics file (per-window sums become FLAP's fluctuation), \
-            equal to one run over all windows up to float64 rounding; otherwise it is a shard file of \
-            their union.
-
-            Example:
-              calibrate merge s0.st.zst s1.st.zst s2.st.zst -o stats.st.zst
-            """)
-
-    @Argument(help: "Statistics files of shards.")
-    var inputs: [String]
-
-    @Option(name: [.short, .long], help: "Output statistics file, or - for standard output.")
-    var output: String
-
-    @Flag(name: .long, help: "No progress or summary on standard error.")
-    var quiet = false
-
-    func run() throws {
-        try runToolBody("calibrate merge") {
-            installInterruptCleanup()
-            try checkBinaryOutput(output)
-            guard !inputs.isEmpty else { throw UsageError("give the shard files to merge") }
-            try StatisticsMerge.merge(inputs, output: output, metadata: standardMetadata(tool: "calibrate merge"))
         }
     }
 }

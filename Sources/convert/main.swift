@@ -25,8 +25,7 @@ struct Convert: ParsableCommand {
     @Argument(help: "The model to convert (GGUF file, Hugging Face directory, model file or -).")
     var input: String
 
-    @Option(name: [.short, .long], help: "Output: a model file, a directory for --to hf, or -.")
-    var output: String
+    @OptionGroup var output: OutputOption
 
     @Option(name: .long, help: "Output form: model, hf or gguf.")
     var to: String = "model"
@@ -55,8 +54,8 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
-        try runToolBody("convert") {
-            installInterruptCleanup()
+        try runTool("convert", common) {
+            let output = self.output.output
             let weightType = WeightType(rawValue: dtype) ?? .auto
             if to == "gguf" { try checkBinaryOutput(output) }
             var model = try Model.open(input)

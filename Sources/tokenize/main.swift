@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import TensorIO
 import Tokenization
+import ToolSupport
 
 struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -49,12 +50,11 @@ struct Tokenize: ParsableCommand {
     }
 
     func run() throws {
-        do {
-            let tokenizer = try loadTokenizer()
+        try runTool("tokenize", nil) {
+            let tokenizer = try tokenizerJSON.map { try Tokenizer(json: Data(try readDataFile($0))) }
+                ?? Tokenizer.load(model: model ?? "")
             if let path = writeJSON {
-                do { try tokenizer.tokenizerJSON().write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-                    throw TensorIOError.io("\(path): \(error.localizedDescription)")
-                }
+                try writeText(String(decoding: try tokenizer.tokenizerJSON(), as: UTF8.self), to: path)
                 return
             }
             let bytes = try readDataFile(input)
@@ -62,12 +62,11 @@ struct Tokenize: ParsableCommand {
                 throw TokenizerError("\(input): not UTF-8 text")
             }
             if decode {
-                var ids: [Int32] = []
-                for word in text.split(whereSeparator: { $0.isWhitespace }) {
+                let ids = try text.split(whereSeparator: { $0.isWhitespace }).map { word -> Int32 in
                     guard let id = Int32(word), id >= 0, Int(id) < tokenizer.vocabularySize else {
                         throw TokenizerError("\(input): '\(word)' is not a token id of this vocabulary")
                     }
-                    ids.append(id)
+                    return id
                 }
                 FileHandle.standardOutput.write(Data(tokenizer.decode(ids).utf8))
                 return
@@ -82,37 +81,10 @@ struct Tokenize: ParsableCommand {
             }
             if stats {
                 let mb = Double(bytes.count) / 1e6
-                FileHandle.standardError.write(Data(String(
-                    format: "tokenize: %d tokens, %.2f MB in %.3f s: %.2f MB/s, %.0f tokens/s\n",
-                    ids.count, mb, seconds, mb / seconds, Double(ids.count) / seconds).utf8))
+                printError(String(format: "tokenize: %d tokens, %.2f MB in %.3f s: %.2f MB/s, %.0f tokens/s",
+                                  ids.count, mb, seconds, mb / seconds, Double(ids.count) / seconds))
             }
-        } catch let e as DiagnosedError {
-            FileHandle.standardError.write(Data("tokenize: \(e.description)\n".utf8))
-            throw ExitCode(e.kind.exitCode)
         }
-    }
-
-    func loadTokenizer() throws -> Tokenizer {
-        if let path = tokenizerJSON {
-            return try Tokenizer(json: Data(try readDataFile(path)))
-        }
-        let path = model ?? ""
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw TensorIOError.missing("\(path): no such file or directory")
-        }
-        if isDirectory.boolValue {
-            return try Tokenizer(json: Data(try readDataFile(path + "/tokenizer.json")))
-        }
-        let head = FileHandle(forReadingAtPath: path).flatMap { try? $0.read(upToCount: 4) }
-        if head == Data("GGUF".utf8) {
-            return try Tokenizer(gguf: try GGUFFile(path: path).metadata)
-        }
-        let file = try TensorFile(path: path)
-        guard let json = file.metadata["tokenizer"] else {
-            throw TokenizerError("\(path): the model file carries no tokenizer")
-        }
-        return try Tokenizer(json: Data(json.utf8))
     }
 }
 

@@ -124,26 +124,8 @@ final class GGUFExportTests: XCTestCase {
     func jsonEscape(_ s: String) -> String { s == "\"" ? "\\\"" : s == "\\" ? "\\\\" : s }
 
     func writeSliced(_ model: Model, plan: PlanFile, to path: String) throws {
-        let c = model.config, sc = Slicing.config(c, plan: plan)
-        var tensors: [(String, [Float])] = [(TensorNames.embedding, try model.embedding())]
-        for l in 0..<c.numLayers { tensors += Slicing.layer(l, weights: try model.layer(l), plan: plan.layers[l], config: c) }
-        tensors.append((TensorNames.finalNorm, try model.finalNorm()))
-        if let head = try model.head() { tensors.append((TensorNames.head, head)) }
-        var shapes: [String: [Int]] = [TensorNames.embedding: model.shape(TensorNames.embedding)!,
-                                       TensorNames.finalNorm: [c.hiddenSize]]
-        if !c.tieWordEmbeddings { shapes[TensorNames.head] = model.shape(TensorNames.head)! }
-        for l in 0..<c.numLayers {
-            shapes[TensorNames.inputNorm(l)] = [c.hiddenSize]
-            shapes[TensorNames.postAttentionNorm(l)] = [c.hiddenSize]
-            for p in Projection.allCases {
-                let (r, col) = TensorNames.projectionShape(p, config: sc, layer: l)
-                shapes[TensorNames.weight(l, p)] = [r, col]
-                shapes[TensorNames.bias(l, p)] = [r]
-            }
-        }
-        let writer = try ModelWriter(path: path, config: sc, tensors: tensors.map { ($0.0, shapes[$0.0]!) },
-                                     dtype: { _ in .F32 }, tokenizerJSON: model.tokenizerJSON, metadata: ["fingerprint": "t"])
-        for (n, v) in tensors { try writer.write(n, v) }
-        try writer.finish()
+        var plan = plan
+        plan.metadata["fingerprint"] = try model.fingerprint()
+        try Slicing.write(model, plan: plan, to: path, metadata: [:])
     }
 }

@@ -93,15 +93,44 @@ final class RestorationTests: XCTestCase {
         }
     }
 
-    func testNeverWorseThanThePlainSlice() {
-        for seed in 3..<23 {
-            let p = random(UInt64(seed), out: 3, inF: 9, tokens: 6 + seed % 5)  // often fewer tokens than inputs
+    /// The errors restore reports (from G, Σx and n) equal ‖WX + b − W'X_K − b'‖² summed over the
+    /// tokens, computed directly, before and after, for every method (often with fewer tokens than
+    /// inputs, where G is singular).
+    func testReportedErrorsEqualTheDirectSum() {
+        for seed in 3..<13 {
+            let p = random(UInt64(seed), out: 3, inF: 9, tokens: 6 + seed % 5)
             let kept = Array(stride(from: seed % 3, to: 9, by: 2))
             for method in RestoreMethod.allCases {
                 let r = Restoration.restore(weight: p.w, out: p.out, inF: p.inF, kept: kept, bias: p.bias, count: p.n,
                                             sum: p.sum, gram: p.gram, method: method, damp: 0.01)
-                XCTAssertLessThanOrEqual(r.errorAfter!, r.errorBefore! * (1 + 1e-9) + 1e-12, "\(seed) \(method)")
+                let (dense, restored) = outputs(p, kept: kept, r)
+                let after = zip(dense, restored).reduce(0.0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
+                let plain = RestoreResult(weight: kept.isEmpty ? [] : (0..<p.out).flatMap { i in kept.map { p.w[i * p.inF + $0] } },
+                                          bias: p.bias)
+                let (_, sliced) = outputs(p, kept: kept, plain)
+                let before = zip(dense, sliced).reduce(0.0) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }
+                XCTAssertEqual(r.errorAfter!, after, accuracy: 1e-6 * max(after, 1), "\(seed) \(method) after")
+                XCTAssertEqual(r.errorBefore!, before, accuracy: 1e-6 * max(before, 1), "\(seed) \(method) before")
             }
         }
+    }
+
+    /// A fit worse than the plain slice (here: damping so strong that the refit weights shrink
+    /// towards zero, while the dropped inputs are small) is not taken: the plain slice and the
+    /// dense bias come back, marked.
+    func testWorseFitFallsBackToThePlainSlice() {
+        var p = random(7, out: 4, inF: 8, tokens: 50)
+        let kept = [0, 2, 4, 6]
+        p.x = p.x.map { row in row.enumerated().map { kept.contains($0.offset) ? $0.element : 0.01 * $0.element } }
+        let r = Restoration.restore(weight: p.w, out: p.out, inF: p.inF, kept: kept, bias: p.bias, count: p.n,
+                                    sum: p.sum, gram: p.gram, method: .lsq, damp: 1e4)
+        XCTAssertTrue(r.fellBack)
+        XCTAssertEqual(r.weight, (0..<p.out).flatMap { i in kept.map { p.w[i * p.inF + $0] } })
+        XCTAssertEqual(r.bias, p.bias)
+        XCTAssertEqual(r.errorAfter, r.errorBefore)
+        let undamped = Restoration.restore(weight: p.w, out: p.out, inF: p.inF, kept: kept, bias: p.bias, count: p.n,
+                                           sum: p.sum, gram: p.gram, method: .lsq, damp: 0)
+        XCTAssertFalse(undamped.fellBack)
+        XCTAssertLessThan(undamped.errorAfter!, undamped.errorBefore!)
     }
 }

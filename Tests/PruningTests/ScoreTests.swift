@@ -10,19 +10,19 @@ import XCTest
 /// and FASP code (scripts/reference/score_reference.py), on statistics of the same windows.
 final class ScoreTests: XCTestCase {
     /// Our statistics for the windows of a calibration fixture, written to a temporary file.
-    func statistics(model: Model, fixture: String) throws -> (TensorFile, Int) {
+    func statistics(model: Model, fixture: String) throws -> (StatisticsFile, Int) {
         let ref = try TensorFile(path: Fixtures.url("calibrate/\(fixture)").path)
         let entry = ref.header.entry("windows")!
         let windows = CalibrationWindows(ids: try ref.integers("windows").map { Int32($0) }, count: entry.shape[0],
                                          length: entry.shape[1], mode: "tokens", dataSHA256: "fixture")
         let calibrator = try Calibrator(model: model, windows: windows)
         let path = try Fixtures.temporaryDirectory().appendingPathComponent("stats.st").path
-        let writer = try TensorFileWriter(
-            path: path, entries: calibrator.layout.entries(model.config),
+        let writer = try StatisticsFile.writer(
+            path: path, config: model.config, layout: calibrator.layout,
             metadata: calibrator.metadata(fingerprint: try model.fingerprint(), source: .tokens("t"), seed: 0))
         try calibrator.run(into: writer)
         try writer.finish()
-        return (try TensorFile(path: path), windows.count)
+        return (try StatisticsFile(path: path), windows.count)
     }
 
     func check(model: Model, stats fixture: String, scores: String, layers: [Int]) throws {

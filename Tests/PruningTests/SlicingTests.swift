@@ -26,25 +26,10 @@ final class SlicingTests: XCTestCase {
     func check(path: String, plan: PlanFile, name: String) throws -> String {
         let model = try Model.open(path)
         let c = model.config
-        try plan.check(against: c, name: "plan")
         let dir = try Fixtures.temporaryDirectory()
-        var sliced: [(String, [Float])] = [(TensorNames.embedding, try model.embedding())]
         var masked: [(String, [Float])] = [(TensorNames.embedding, try model.embedding())]
-        var slicedShapes: [String: [Int]] = [TensorNames.embedding: model.shape(TensorNames.embedding)!]
-        var maskedShapes = slicedShapes
-        let sc = Slicing.config(c, plan: plan)
+        var maskedShapes: [String: [Int]] = [TensorNames.embedding: model.shape(TensorNames.embedding)!]
         for l in 0..<c.numLayers {
-            let w = try model.layer(l)
-            for (n, v) in Slicing.layer(l, weights: w, plan: plan.layers[l], config: c) {
-                sliced.append((n, v))
-                for p in Projection.allCases {
-                    let (r, col) = TensorNames.projectionShape(p, config: sc, layer: l)
-                    slicedShapes[TensorNames.weight(l, p)] = [r, col]
-                    slicedShapes[TensorNames.bias(l, p)] = [r]
-                }
-                slicedShapes[TensorNames.inputNorm(l)] = [c.hiddenSize]
-                slicedShapes[TensorNames.postAttentionNorm(l)] = [c.hiddenSize]
-            }
             for name in model.tensorNames where name.hasPrefix("model.layers.\(l).") {
                 var v = try model.floats(name)
                 let shape = model.shape(name)!
@@ -72,13 +57,13 @@ final class SlicingTests: XCTestCase {
             }
         }
         for name in [TensorNames.finalNorm] + (c.tieWordEmbeddings ? [] : [TensorNames.head]) {
-            sliced.append((name, try model.floats(name)))
             masked.append((name, try model.floats(name)))
-            slicedShapes[name] = model.shape(name)!
             maskedShapes[name] = model.shape(name)!
         }
         let a = dir.appendingPathComponent("sliced.st").path, b = dir.appendingPathComponent("masked.st").path
-        try write(a, config: sc, tensors: sliced, shapes: slicedShapes)
+        var plan = plan
+        plan.metadata["fingerprint"] = try model.fingerprint()
+        try Slicing.write(model, plan: plan, to: a, metadata: [:])
         try write(b, config: c, tensors: masked, shapes: maskedShapes)
         let tokens = (0..<19).map { Int32(($0 * 7 + 3) % c.vocabSize) }
         let ours = try Runner(model: try Model.open(a), maxPositions: 19).logits(tokens)
@@ -138,18 +123,18 @@ final class SlicingTests: XCTestCase {
             [LayerPlan(keptHeads: [0, 1, 2], keptKVHeads: [0, 1], keptChannels: [0]), LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [0])],
             [LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [5, 2])],
         ]
-        XCTAssertNoThrow(try PlanFile(layers: bad[0]).check(against: c, name: "p"))
-        XCTAssertThrowsError(try PlanFile(layers: bad[1]).check(against: c, name: "p")) {
+        XCTAssertNoThrow(try PlanFile(layers: bad[0]).check(against: c))
+        XCTAssertThrowsError(try PlanFile(layers: bad[1]).check(against: c)) {
             XCTAssertTrue("\($0)".contains("the same number of query heads"), "\($0)")
         }
-        XCTAssertThrowsError(try PlanFile(layers: bad[2]).check(against: c, name: "p")) {
+        XCTAssertThrowsError(try PlanFile(layers: bad[2]).check(against: c)) {
             XCTAssertTrue("\($0)".contains("a plan for 1 layers"), "\($0)")
         }
         // Value rows of a dropped KV head, unsorted, out of range.
         for rows in [[0, 20], [3, 1], [0, 32]] {
             let plan = PlanFile(layers: [LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [0], keptValueDims: rows),
                                          LayerPlan(keptHeads: [0, 1], keptKVHeads: [0], keptChannels: [0])])
-            XCTAssertThrowsError(try plan.check(against: c, name: "p"), "\(rows)") {
+            XCTAssertThrowsError(try plan.check(against: c), "\(rows)") {
                 XCTAssertTrue("\($0)".contains("kept value rows"), "\($0)")
             }
         }

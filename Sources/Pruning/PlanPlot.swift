@@ -1,14 +1,5 @@
 import Foundation
 
-public enum PlanNames {
-    public static func heads(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_heads" }
-    public static func kvHeads(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_kv_heads" }
-    public static func channels(_ l: Int) -> String { "model.layers.\(l).mlp.kept_channels" }
-    /// Present only for V/O pruning: the kept v_proj rows.
-    public static func valueDims(_ l: Int) -> String { "model.layers.\(l).self_attn.kept_value_dims" }
-    public static let format = "prunekit-plan"
-}
-
 /// The per-layer table on stderr and the SVG chart of a plan.
 public enum PlanPlot {
     static func keptFraction(_ p: LayerPlan, _ s: LayerShape) -> Double {

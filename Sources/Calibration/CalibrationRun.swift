@@ -1,0 +1,97 @@
+import Foundation
+import LlamaModel
+import TensorIO
+import Tokenization
+
+// What `calibrate` does, as one library call: draw the windows, run the model over them layer by
+// layer (from a cache where it has one), and write the statistics file.
+
+/// A calibration run as `calibrate` is asked for it.
+public struct CalibrationRequest {
+    public var source: CalibrationSource
+    public var samples = 128
+    public var length = 2048
+    public var seed: UInt64 = 0
+    public var gramPoints: Set<StatPoint> = []
+    public var gramDType = DType.F32
+    /// Shard i of n (i counted from 0).
+    public var shard: (index: Int, count: Int)?
+    /// Also write the windows used to this file (the --tokens format).
+    public var dumpWindows: String?
+    public var cache: String?
+    public var cacheDType = DType.F32
+    /// Every layer's statistics from the cached inputs.
+    public var fromCache = false
+
+    public init(source: CalibrationSource) { self.source = source }
+}
+
+/// How a run went, for its summary line.
+public struct CalibrationSummary {
+    public var windows: Int
+    public var length: Int
+    public var mode: String
+    public var seconds: Double
+}
+
+extension StatPoint {
+    /// The points of a comma-separated list of module names (`o_proj,down_proj`).
+    public static func list(_ text: String) throws -> Set<StatPoint> {
+        var points = Set<StatPoint>()
+        for name in text.split(separator: ",") {
+            guard let p = StatPoint(module: name.trimmingCharacters(in: .whitespaces)) else {
+                throw CalibrationError("--gram: unknown point '\(name)' (q_proj, o_proj, gate_proj, down_proj)", kind: .usage)
+            }
+            points.insert(p)
+        }
+        return points
+    }
+}
+
+/// `i/n` with 0 ≤ i < n.
+public func parseShard(_ text: String) throws -> (index: Int, count: Int) {
+    let parts = text.split(separator: "/")
+    guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
+        throw CalibrationError("--shard must be i/n with 0 ≤ i < n, got '\(text)'", kind: .usage)
+    }
+    return (i, n)
+}
+
+extension Calibrator {
+    /// Runs `request` on `model` and writes the statistics to `output`; `metadata` holds the
+    /// tool's standard keys (also given to the windows file). `note` receives remarks on the
+    /// windows drawn, `progress` the layers done.
+    public static func run(_ request: CalibrationRequest, model: Model, output: String, metadata: [String: String],
+                           note: (String) -> Void = { _ in }, progress: @escaping (Int) -> Void = { _ in }) throws -> CalibrationSummary {
+        if case .tokens = request.source {} else if request.length > model.config.maxPositionEmbeddings {
+            throw CalibrationError("--seqlen \(request.length) exceeds the model's context of \(model.config.maxPositionEmbeddings) tokens", kind: .usage)
+        }
+        let tokenizer = try model.tokenizerJSON.map { try Tokenizer(json: Data($0.utf8)) }
+        let windows = try CalibrationWindows.draw(request.source, tokenizer: tokenizer, samples: request.samples,
+                                                  length: request.length, seed: request.seed,
+                                                  vocabularySize: model.config.vocabSize)
+        if let text = windows.note { note(text) }
+        let calibrator = try Calibrator(model: model, windows: windows, shard: request.shard,
+                                        gramPoints: request.gramPoints, gramDType: request.gramDType)
+        if let path = request.dumpWindows {
+            let (entry, bytes) = windows.tensor()
+            try writeTensorFile(path: path, tensors: [(entry, bytes)], metadata: metadata.merging(
+                ["seed": "\(request.seed)", "source": request.source.path, "windows_mode": windows.mode,
+                 "sha256": windows.sha256]) { $1 })
+        }
+        let fingerprint = try model.fingerprint()
+        let activationCache = try request.cache.map {
+            try ActivationCache(directory: $0, element: request.cacheDType, fingerprint: fingerprint, windows: windows,
+                                range: calibrator.range, batchWindows: calibrator.batchWindows)
+        }
+        let meta = calibrator.metadata(fingerprint: fingerprint, source: request.source, seed: request.seed)
+            .merging(metadata) { $1 }
+        let writer = try StatisticsFile.writer(path: output, config: model.config, layout: calibrator.layout, metadata: meta)
+        let start = Date()
+        try writer.complete {
+            try calibrator.run(into: writer, cache: activationCache, fromCache: request.fromCache, progress: progress)
+        }
+        return CalibrationSummary(windows: calibrator.range.count, length: windows.length, mode: windows.mode,
+                                  seconds: Date().timeIntervalSince(start))
+    }
+}

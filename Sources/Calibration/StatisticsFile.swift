@@ -1,0 +1,108 @@
+import Foundation
+import LlamaModel
+import TensorIO
+
+// The statistics file (docs/DESIGN.md "The statistics file"): what `calibrate` writes and
+// `score` and `restore` read. This type owns its reading, its checks and its error; the tensor
+// names are spelled in `StatNames`, the entries of a run in `StatisticsLayout`.
+
+/// A statistics file that cannot be used as asked: not one, a shard, another model's, a tensor
+/// missing or of the wrong width.
+public struct StatisticsFileError: DiagnosedError {
+    public var message: String
+    public var kind: FailureKind { .badData }
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+public final class StatisticsFile {
+    public let path: String
+    public let file: TensorFile
+    public var metadata: [String: String] { file.metadata }
+
+    /// Opens and checks the format (a shard is accepted here; see `requireComplete`).
+    public init(path: String) throws {
+        self.path = path
+        file = try TensorFile(path: path)
+        if let problem = formatMismatch(file.metadata, expected: StatNames.format, path: path, noun: "statistics") {
+            throw StatisticsFileError(problem)
+        }
+    }
+
+    /// A shard's indices ("0,2"), nil for a complete file.
+    public var shards: String? { metadata["shards"] }
+
+    /// The file covers every window (not a shard).
+    public func requireComplete() throws {
+        if let shards {
+            throw StatisticsFileError("\(path): a shard (\(shards) of \(metadata["shard_count"] ?? "?")); merge the shards first with calibrate merge")
+        }
+    }
+
+    /// The statistics were computed on the model with this fingerprint.
+    public func requireModel(fingerprint: String) throws {
+        guard metadata["fingerprint"] == fingerprint else {
+            throw StatisticsFileError("\(path): statistics of another model (fingerprint \(metadata["fingerprint"]?.prefix(12) ?? "none"), the model's \(fingerprint.prefix(12)))")
+        }
+    }
+
+    /// The number of calibration windows N.
+    public func windows() throws -> Int {
+        guard let n = Int(metadata["samples"] ?? ""), n >= 1 else {
+            throw StatisticsFileError("\(path): metadata samples is missing or invalid")
+        }
+        return n
+    }
+
+    /// The tensor of a point's field, which must be there.
+    public func point(_ l: Int, _ p: StatPoint, _ field: PointField) throws -> [Double] {
+        let name = StatNames.point(l, p, field)
+        guard file.header.entry(name) != nil else {
+            throw StatisticsFileError("\(path): \(name) is missing (statistics of another model or a shard?)")
+        }
+        return try file.doubles(name)
+    }
+
+    /// A point's field of `width` channels (the width the model says it has).
+    public func point(_ l: Int, _ p: StatPoint, _ field: PointField, width: Int) throws -> [Double] {
+        let values = try point(l, p, field)
+        guard values.count == width else {
+            throw StatisticsFileError("\(path): layer \(l) statistics at \(p.shortName) have \(values.count) channels, the model \(width)")
+        }
+        return values
+    }
+
+    /// Tokens seen at a point.
+    public func count(_ l: Int, _ p: StatPoint) throws -> Int {
+        let name = StatNames.point(l, p, .count)
+        guard file.header.entry(name) != nil, let n = try file.integers(name).first else {
+            throw StatisticsFileError("\(path): \(name) is missing")
+        }
+        return n
+    }
+
+    /// XᵀX at a point, or nil when the run did not collect it (calibrate --gram).
+    public func gram(_ l: Int, _ p: StatPoint) throws -> [Double]? {
+        file.header.entry(StatNames.point(l, p, .gram)) == nil ? nil : try point(l, p, .gram)
+    }
+
+    /// A block statistic of layer l (CFSP's angular sums and their kin).
+    public func block(_ l: Int, _ field: BlockField) throws -> [Double] {
+        let name = StatNames.block(l, field)
+        guard file.header.entry(name) != nil else { throw StatisticsFileError("\(path): \(name) is missing") }
+        return try file.doubles(name)
+    }
+
+    public func blockCount(_ l: Int) throws -> [Int] {
+        let name = StatNames.block(l, .count)
+        guard file.header.entry(name) != nil else { throw StatisticsFileError("\(path): \(name) is missing") }
+        return try file.integers(name)
+    }
+
+    /// A writer for a statistics file of `layout` for a model of configuration `c`; the
+    /// calibrator writes each layer's tensors in order (`LayerStatistics.write`).
+    public static func writer(path: String, config c: LlamaConfig, layout: StatisticsLayout,
+                              metadata: [String: String]) throws -> TensorFileWriter {
+        try TensorFileWriter(path: path, entries: layout.entries(c), metadata: metadata)
+    }
+}
