@@ -1,13 +1,19 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-// Dependency order (enforced by the targets below):
+// Dependency order (enforced by the targets below; each module imports only modules to its left):
 //   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
-//   →  Pruning  →  ToolSupport  →  tools
-let fast: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-    .unsafeFlags(["-target-cpu", "haswell"]),
-]
+//   →  Pruning;  ToolSupport (options, progress, errors) stands on TensorIO and Kernels only; each tool
+//   (Sources/<tool>/main.swift) depends on ToolSupport and the library modules it calls.
+//
+// Release builds are -O (bounds, overflow and precondition checks live) except the targets whose hot
+// loops bench/unchecked.sh shows -Ounchecked to speed up (`unchecked` below; the figures are in
+// docs/DESIGN.md "Builds"). PRUNEKIT_CHECKED=1 builds every target -O, for that comparison.
+let cpu: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+let checked: [SwiftSetting] = cpu + [.unsafeFlags(["-wmo"], .when(configuration: .release))]
+let unchecked: [SwiftSetting] = Context.environment["PRUNEKIT_CHECKED"] == "1"
+    ? checked : cpu + [.unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release))]
+let fast = unchecked
 
 let package = Package(
     name: "PruneKit",

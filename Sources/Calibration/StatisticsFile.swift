@@ -8,11 +8,9 @@ import TensorIO
 
 /// A statistics file that cannot be used as asked: not one, a shard, another model's, a tensor
 /// missing or of the wrong width.
-public struct StatisticsFileError: DiagnosedError {
+public struct StatisticsFileError: BadDataError {
     public var message: String
-    public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 public final class StatisticsFile {

@@ -17,11 +17,9 @@ public enum PlanNames {
 }
 
 /// A plan file that is not one, or a plan that does not fit the model it is applied to.
-public struct PlanFileError: DiagnosedError {
+public struct PlanFileError: BadDataError {
     public var message: String
-    public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// A plan: kept heads, KV heads and channels per layer, with the metadata of the run that made it.

@@ -153,11 +153,9 @@ public enum Restoration {
 
 /// Inputs that do not go together: a sliced model not made from this dense model and plan, or
 /// statistics that lack what the method needs.
-public struct RestoreError: DiagnosedError {
+public struct RestoreError: BadDataError {
     public var message: String
-    public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 /// What restoring one layer did to its two consumers.

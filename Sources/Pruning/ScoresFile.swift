@@ -9,11 +9,9 @@ import TensorIO
 
 /// A scores file that cannot be used: not one, a configuration or bias list that does not
 /// decode, a layer whose scores do not fit the configuration, a score that is not finite.
-public struct ScoresFileError: DiagnosedError {
+public struct ScoresFileError: BadDataError {
     public var message: String
-    public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
-    public var description: String { message }
 }
 
 public enum ScoreNames {

@@ -22,6 +22,17 @@ public protocol DiagnosedError: Error, CustomStringConvertible {
     var kind: FailureKind { get }
 }
 
+/// An error that is one line about bad data; an artifact's own error type is then just its message:
+/// `struct PlanFileError: BadDataError { var message: String; init(_ message: String) { … } }`.
+public protocol BadDataError: DiagnosedError {
+    var message: String { get }
+}
+
+extension BadDataError {
+    public var kind: FailureKind { .badData }
+    public var description: String { message }
+}
+
 /// A failure while reading or writing a tensor file, a GGUF file or a model directory.
 public struct TensorIOError: DiagnosedError {
     public var kind: FailureKind

@@ -71,6 +71,8 @@ import random
 import numpy as np
 import torch
 from safetensors.numpy import save_file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import model_path, save_sorted as save  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -91,11 +93,6 @@ CASES = [  # name, source, kind, seed, samples, T
 
 
 # ----------------------------------------------------------------------------- model and tokenizer
-
-def model_path():
-    return os.environ.get("PRUNEKIT_MODEL") or subprocess.check_output(
-        [os.path.join(root, "scripts", "fetch-model.sh")], text=True).strip()
-
 
 def load_tokenizer():
     from transformers import AutoTokenizer
@@ -193,24 +190,6 @@ def windows_fixture(tok):
 
 
 # ----------------------------------------------------------------------------- statistics (part B)
-
-def save(tensors, path, meta):
-    """safetensors.numpy.save_file, then the __metadata__ keys put in sorted order in place: the
-    writer emits them in hash-map order, which changes from run to run, and the fixtures should be
-    byte-for-byte reproducible. Same header length, same JSON, same tensor bytes."""
-    save_file(tensors, path, metadata=meta)
-    with open(path, "r+b") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        raw = f.read(n)
-        header = json.loads(raw)
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        body = raw.rstrip(b" ")
-        assert len(text) == len(body) and json.loads(text) == json.loads(body), path
-        f.seek(8)
-        f.write(text)
-    os.chmod(path, 0o644)
-
 
 class PointStats:
     """float64 accumulators for the input of one linear layer."""

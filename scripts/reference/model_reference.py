@@ -16,17 +16,14 @@ PRUNEKIT_MODEL overrides), in float32. Outputs in Tests/Fixtures/model/:
 import hashlib, json, math, os, subprocess, sys
 import numpy as np
 import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import model_path  # noqa: E402
 
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 out = os.path.join(root, "Tests", "Fixtures", "model")
 data = os.environ.get("PRUNEKIT_DATA") or os.path.join(os.path.dirname(root), "shared", "data")
 os.makedirs(out, exist_ok=True)
-
-
-def model_path():
-    return os.environ.get("PRUNEKIT_MODEL") or subprocess.check_output(
-        [os.path.join(root, "scripts", "fetch-model.sh")], text=True).strip()
 
 
 def load():

@@ -75,6 +75,8 @@ import numpy as np
 import scipy.linalg
 from safetensors import safe_open
 from safetensors.numpy import save_file
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import model_path, save_sorted as save  # noqa: E402
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 fixture_default = os.path.join(root, "Tests", "Fixtures", "restore", "smollm2_restore.safetensors")
@@ -104,11 +106,6 @@ def commands():
         cmds.append(["restore", "--model", "sliced.st", "--dense", "dense.st", "--stats", "stats.st", "--plan",
                      "plan.st", "--method", m, "-o", f"restored-{m}.st"])
     return cmds
-
-
-def model_path():
-    return os.environ.get("PRUNEKIT_MODEL") or subprocess.check_output(
-        [os.path.join(root, "scripts", "fetch-model.sh")], text=True).strip()
 
 
 def run_pipeline(bin_dir, work, reuse):
@@ -425,22 +422,6 @@ def main():
     if bad:
         print("MISMATCH between the reference and the tool:\n  " + "\n  ".join(bad), file=sys.stderr)
         sys.exit(1)
-
-
-def save(tensors, path, meta):
-    """safetensors.numpy.save_file with the __metadata__ keys in sorted order (reproducible bytes)."""
-    save_file(tensors, path, metadata=meta)
-    with open(path, "r+b") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        raw = f.read(n)
-        header = json.loads(raw)
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        body = raw.rstrip(b" ")
-        assert len(text) == len(body) and json.loads(text) == json.loads(body), path
-        f.seek(8)
-        f.write(text)
-    os.chmod(path, 0o644)
 
 
 if __name__ == "__main__":

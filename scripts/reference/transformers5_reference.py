@@ -37,6 +37,8 @@ import json, math, os, shutil, subprocess, sys, tempfile
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from reference_common import model_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OUT = os.path.join(ROOT, "Tests", "Fixtures", "hf5")
@@ -52,11 +54,6 @@ TINY = {
                                          "original_max_position_embeddings": 32},
                         tie_word_embeddings=True, seed=2),
 }
-
-
-def model_path():
-    return os.environ.get("PRUNEKIT_MODEL") or subprocess.check_output(
-        [os.path.join(ROOT, "scripts", "fetch-model.sh")], text=True).strip()
 
 
 def load_smollm2():
