@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# What -Ounchecked buys, per stage, in one run on this machine: the same workloads with the normal
-# release build (-Ounchecked in the targets Package.swift names) and with every target built -O
-# (bounds, overflow and precondition checks live; PRUNEKIT_CHECKED=1, built into .build-checked).
-# Each workload runs REPEAT times (default 3) alternating the two builds; the table shows the best
-# time of each and checked/unchecked. Usage: bench/unchecked.sh [MODEL.gguf]
+# What -Ounchecked would buy, per stage, in one run on this machine: the same workloads with the
+# normal release build (-O: bounds, overflow and precondition checks live) and with every target
+# built -Ounchecked (PRUNEKIT_UNCHECKED=1, built into .build-unchecked). Each workload runs REPEAT
+# times (default 3) alternating the two builds; the table shows the best time of each and
+# checked/unchecked. Usage: bench/unchecked.sh [MODEL.gguf]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
@@ -11,8 +11,8 @@ model="${1:-$("$root/scripts/fetch-model.sh")}"
 repeat="${REPEAT:-3}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prunekit-unchecked.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
-(cd "$root" && swift build -c release >&2 && PRUNEKIT_CHECKED=1 swift build -c release --scratch-path .build-checked >&2)
-builds=("$root/.build/release" "$root/.build-checked/release")
+(cd "$root" && swift build -c release >&2 && PRUNEKIT_UNCHECKED=1 swift build -c release --scratch-path .build-unchecked >&2)
+builds=("$root/.build-unchecked/release" "$root/.build/release")
 c4="$data/c4/c4-validation-sample-2k.jsonl.zst"
 wiki="$data/wikitext-2-raw/wiki.test.raw"
 

@@ -72,7 +72,10 @@ for label in ("dense", "pruned"):
     r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
     rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
 note = ", calibration statistics reused from the cache, not included" if stats_reused else ""
-print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note}; WikiText-2 perplexity)")
+r0 = json.load(open(f"{out}/dense-{seqlens[0]}.json"))
+subset = "" if r0["tokens_evaluated"] >= r0["dataset_tokens"] - int(seqlens[0]) else \
+    f", first {r0['windows']} windows: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens at T={seqlens[0]}"
+print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note}; WikiText-2 perplexity{subset})")
 print(f"{'model':<8} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
 for label, params, ppl in rows:
     print(f"{label:<8} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))

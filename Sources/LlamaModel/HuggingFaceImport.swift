@@ -55,11 +55,7 @@ struct HuggingFaceConfig: Decodable {
         vocabSize = try c.decode(Int.self, forKey: .vocabSize)
         bosTokenID = try c.decodeIfPresent(Int.self, forKey: .bosTokenID)
         // LLaMA-3.1 lists several end tokens; the first is the one a generator stops at.
-        if (try? c.decodeIfPresent(Int.self, forKey: .eosTokenID)) != nil {
-            eosTokenID = try c.decodeIfPresent(Int.self, forKey: .eosTokenID)
-        } else {
-            eosTokenID = try c.decodeIfPresent([Int].self, forKey: .eosTokenID)?.first
-        }
+        eosTokenID = try c.decodeIfPresent(OneOrMany.self, forKey: .eosTokenID)?.first
     }
 
     func llamaConfig() throws -> LlamaConfig {
@@ -78,6 +74,20 @@ struct HuggingFaceConfig: Decodable {
             // transformers' default differs: LLaMA/Mistral untied, Qwen2 tied.
             tieWordEmbeddings: tieWordEmbeddings ?? (modelType == "qwen2"),
             bosTokenID: bosTokenID, eosTokenID: eosTokenID)
+    }
+}
+
+/// A token id given alone or as a list (`eos_token_id: 2` or `[128001, 128008, 128009]`).
+struct OneOrMany: Decodable {
+    var first: Int?
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let ids = try? c.decode([Int].self) {  // not a list: decoded as one id below, which says why if it is neither
+            first = ids.first
+        } else {
+            first = try c.decode(Int.self)
+        }
     }
 }
 

@@ -103,7 +103,7 @@ public enum Allocation {
 
     /// FLAP's per-layer rule: ascending sort, threshold at `index`, keep ≥ (all go when the
     /// index is past the end).
-    static func keepAtLeast(_ scores: [Double], removing index: Int) -> [Bool] {
+    package static func keepAtLeast(_ scores: [Double], removing index: Int) -> [Bool] {
         guard !scores.isEmpty else { return [] }
         if index >= scores.count { return [Bool](repeating: false, count: scores.count) }
         let t = scores.sorted()[max(index, 0)]
@@ -168,7 +168,7 @@ public enum Allocation {
 
     /// Marks the `count` lowest of `candidates` (by standardised score) as removed: everything
     /// at or below the count-th lowest score goes, ties included.
-    static func removeLowest<ID>(_ candidates: [(score: Double, id: ID)], count: Int, _ remove: (ID) -> Void) {
+    package static func removeLowest<ID>(_ candidates: [(score: Double, id: ID)], count: Int, _ remove: (ID) -> Void) {
         guard count > 0, !candidates.isEmpty else { return }
         let sorted = candidates.map(\.score).sorted(by: >)
         let threshold = sorted[max(0, sorted.count - min(count, sorted.count))]
@@ -333,7 +333,7 @@ public enum Allocation {
     }
 
     /// The `count` best-scored entries (ties: lower index first).
-    static func best(_ scores: [Double], count: Int) -> [Bool] {
+    package static func best(_ scores: [Double], count: Int) -> [Bool] {
         let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
         var keep = [Bool](repeating: false, count: scores.count)
         for i in order.prefix(count) { keep[i] = true }
@@ -341,7 +341,7 @@ public enum Allocation {
     }
 
     /// (x − mean) / std over the vector (unbiased std, as torch.std); zeros when std is 0.
-    static func standardise(_ x: [Double]) -> [Double] {
+    package static func standardise(_ x: [Double]) -> [Double] {
         guard x.count > 1 else { return x.map { _ in 0 } }
         let mean = x.reduce(0, +) / Double(x.count)
         let variance = x.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(x.count - 1)

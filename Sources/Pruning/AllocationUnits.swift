@@ -9,39 +9,39 @@ import Kernels
 
 /// An attention unit of one layer: the query heads it removes (with the K/V of groups left
 /// without heads) or the value rows it removes, its cost in parameters and its two scores.
-struct AttentionUnitSpec {
-    var heads: [Int] = []
-    var valueRows: [Int] = []
-    var cost: Int
-    var raw: Double
-    var standardised: Double
+package struct AttentionUnitSpec {
+    package var heads: [Int] = []
+    package var valueRows: [Int] = []
+    package var cost: Int
+    package var raw: Double
+    package var standardised: Double
 }
 
 /// Channel scores of one layer's o_proj input, aggregated per head.
-struct HeadScores {
+package struct HeadScores {
     let layout: ValueLayout
     let channel: [Double]
     let standardisedChannel: [Double]
 
-    init(shape s: LayerShape, channelScores a: [Double]) {
+    package init(shape s: LayerShape, channelScores a: [Double]) {
         layout = s.valueLayout
         channel = a
         standardisedChannel = Allocation.standardise(a)
     }
 
     /// Σ of head h's channel scores.
-    func raw(_ h: Int) -> Double { layout.columns(ofHead: h).reduce(0) { $0 + channel[$1] } }
+    package func raw(_ h: Int) -> Double { layout.columns(ofHead: h).reduce(0) { $0 + channel[$1] } }
 
     /// Mean of head h's standardised channel scores (0 for a head without values).
-    func standardised(_ h: Int) -> Double {
+    package func standardised(_ h: Int) -> Double {
         let r = layout.columns(ofHead: h)
         return r.isEmpty ? 0 : r.reduce(0) { $0 + standardisedChannel[$1] } / Double(r.count)
     }
 }
 
-enum AttentionUnits {
+package enum AttentionUnits {
     /// The units of a layer with channel scores `a` (none for a layer without heads or scores).
-    static func build(shape s: LayerShape, channelScores a: [Double], unit: AttentionUnit) -> [AttentionUnitSpec] {
+    package static func build(shape s: LayerShape, channelScores a: [Double], unit: AttentionUnit) -> [AttentionUnitSpec] {
         guard s.H > 0, !a.isEmpty else { return [] }
         let scores = HeadScores(shape: s, channelScores: a)
         // With one query head per KV head, a head slice is a group.

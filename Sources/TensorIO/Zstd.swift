@@ -9,12 +9,13 @@ import _CZstd
 /// The four bytes every zstd frame starts with (0xFD2FB528 little-endian).
 let zstdMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
 
-/// Whether the file at `path` starts with the zstd magic (false if it cannot be read, and for
-/// "-": sniffing standard input would consume it; the readers sniff it themselves).
-public func isZstdFile(path: String) -> Bool {
-    guard path != "-", let source = try? openForReading(path) else { return false }
+/// Whether the file at `path` starts with the zstd magic (false for "-": sniffing standard input
+/// would consume it; the readers sniff it themselves). A file that cannot be read is an error.
+public func isZstdFile(path: String) throws -> Bool {
+    guard path != "-" else { return false }
+    let source = try openForReading(path)
     var head = [UInt8](repeating: 0, count: 4)
-    let n = (try? head.withUnsafeMutableBytes { try source.readFully(into: $0) }) ?? 0
+    let n = try head.withUnsafeMutableBytes { try source.readFully(into: $0) }
     return n == 4 && head == zstdMagic
 }
 

@@ -36,23 +36,7 @@ struct Run: ParsableCommand {
 
     @OptionGroup var model: ModelOption
 
-    @Option(name: .long, help: "Calibration documents: JSONL with a 'text' field per line (.zst read directly).")
-    var jsonl: String?
-
-    @Option(name: .long, help: "Calibration text: one stream (.zst read directly).")
-    var text: String?
-
-    @Option(name: .long, help: "Exact windows: a tensor file with an integer tensor 'tokens' [N, T].")
-    var tokens: String?
-
-    @Option(name: .long, help: "Windows to draw (default 128).")
-    var samples: Int?
-
-    @Option(name: .long, help: "Window length T in tokens (default 2048).")
-    var seqlen: Int?
-
-    @Option(name: .long, help: "Seed of the window drawing (Python's random.seed; default 0).")
-    var seed: UInt64?
+    @OptionGroup(title: "Windows") var windows: WindowOptions
 
     @Option(name: .long, help: "Gram matrices XᵀX at these points: q_proj, o_proj, gate_proj, down_proj (comma-separated).")
     var gram: String?
@@ -79,31 +63,16 @@ struct Run: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        let sources = [jsonl, text, tokens].compactMap { $0 }
-        guard sources.count == 1 else {
-            throw ValidationError("give exactly one of --jsonl, --text and --tokens")
-        }
-        if tokens != nil && (samples != nil || seqlen != nil || seed != nil) {
-            throw ValidationError("--samples, --seqlen and --seed do not apply to --tokens (its windows are used as they are)")
-        }
-        if let samples, samples < 1 { throw ValidationError("--samples must be at least 1") }
-        if let seqlen, seqlen < 1 { throw ValidationError("--seqlen must be at least 1") }
         if fromCache && cache == nil { throw ValidationError("--from-cache needs --cache DIR") }
-        guard ["f32", "bf16"].contains(cacheDtype.lowercased()) else {
-            throw ValidationError("--cache-dtype must be f32 or bf16")
-        }
-        guard ["f32", "f64"].contains(gramDtype.lowercased()) else {
-            throw ValidationError("--gram-dtype must be f32 or f64")
+        guard ["f32", "bf16"].contains(cacheDtype.lowercased()), ["f32", "f64"].contains(gramDtype.lowercased()) else {
+            throw ValidationError("--cache-dtype must be f32 or bf16, --gram-dtype f32 or f64")
         }
     }
 
     func run() throws {
         try runTool("calibrate", common) {
             try output.checkBinary()
-            var request = CalibrationRequest(source: jsonl.map { .jsonl($0) } ?? text.map { .text($0) } ?? .tokens(tokens!))
-            request.samples = samples ?? 128
-            request.length = seqlen ?? 2048
-            request.seed = seed ?? 0
+            var request = windows.request()
             request.gramPoints = try StatPoint.list(gram ?? "")
             request.gramDType = gramDtype.lowercased() == "f64" ? .F64 : .F32
             request.shard = try shard.map(parseShard)

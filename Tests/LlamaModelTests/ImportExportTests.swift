@@ -12,7 +12,7 @@ final class ImportExportTests: XCTestCase {
         let dir = try Fixtures.temporaryDirectory()
         let file = dir.appendingPathComponent("m.st.zst").path
         try source.write(to: file, metadata: ["producer": "test"])
-        XCTAssertTrue(isZstdFile(path: file))
+        XCTAssertTrue(try isZstdFile(path: file))
         let copy = try Model.open(file)
         XCTAssertEqual(copy.config, source.config)
         XCTAssertEqual(try copy.fingerprint(), try source.fingerprint())

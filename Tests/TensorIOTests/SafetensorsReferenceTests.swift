@@ -87,7 +87,7 @@ final class SafetensorsReferenceTests: XCTestCase {
     /// The same file compressed by the zstd command-line tool.
     func testReadsZstdCommandLineOutput() throws {
         let path = Fixtures.url("safetensors/python_written.safetensors.zst").path
-        XCTAssertTrue(isZstdFile(path: path))
+        XCTAssertTrue(try isZstdFile(path: path))
         try checkPythonFile(path)
     }
 
