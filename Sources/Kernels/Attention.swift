@@ -65,7 +65,8 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
     }
 }
 
-private final class ItemCounter: @unchecked Sendable {
+/// Hands out work items 0, 1, … to concurrent workers.
+final class ItemCounter: @unchecked Sendable {
     private let lock = NSLock()
     private var value = 0
     func take(below n: Int) -> Int? {

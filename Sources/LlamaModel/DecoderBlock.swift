@@ -77,19 +77,27 @@ func applyLinear(_ layer: Linear, x: UnsafePointer<Float>, y: UnsafeMutablePoint
     }
 }
 
-/// Runs one decoder block in place on x: [R, C], R = windows × T rows, as transformers'
-/// LlamaDecoderLayer does:
+/// How the R rows of a batch form sequences.
+public enum RowLayout {
+    /// Whole windows of T tokens: positions restart at 0 in every window; attention never
+    /// crosses windows.
+    case windows(length: Int)
+    /// Groups of a context followed by its continuations (`PackedGroup`): each continuation
+    /// continues the context's positions and sees the context and itself, never another one.
+    case packed([PackedGroup])
+}
+
+/// Runs one decoder block in place on x: [R, C] as transformers' LlamaDecoderLayer does:
 ///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
 ///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
-/// Positions restart at 0 in every window; attention never crosses windows.
-func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, windowLength T: Int,
+/// with the rows' positions and what attention sees given by `layout`.
+func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, layout: RowLayout,
               config c: LlamaConfig, layer l: Int, rotary: RotaryTable, scratch s: BlockScratch,
               observe: ((BlockTap) throws -> Void)? = nil) rethrows {
     let C = c.hiddenSize, D = c.headDim
     let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
     let VW = c.valueRows(layer: l), OW = c.attentionOutputWidth(layer: l)
     let eps = Float(c.rmsNormEps)
-    precondition(R % T == 0, "rows must be whole windows")
     s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
     let normed = s.normed.pointer, q = s.q.pointer, k = s.k.pointer, v = s.v.pointer
     let heads = s.heads.pointer, gate = s.gate.pointer, up = s.up.pointer
@@ -101,12 +109,28 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, wi
         applyLinear(w.q, x: normed, y: q, rows: R, accumulate: false)
         applyLinear(w.k, x: normed, y: k, rows: R, accumulate: false)
         applyLinear(w.v, x: normed, y: v, rows: R, accumulate: false)
-        for start in stride(from: 0, to: R, by: T) {
-            let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * VW
-            rotary.apply(qw, T: T, H: H)
-            rotary.apply(kw, T: T, H: Hkv)
-            causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
-                            T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
+        switch layout {
+        case .windows(let T):
+            precondition(T > 0 && R % T == 0, "rows must be whole windows")
+            for start in stride(from: 0, to: R, by: T) {
+                let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * VW
+                rotary.apply(qw, T: T, H: H)
+                rotary.apply(kw, T: T, H: Hkv)
+                causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
+                                T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
+            }
+        case .packed(let groups):
+            for group in groups {
+                var row = group.start
+                for (length, position) in [(group.contextLength, 0)] + group.continuationLengths.map({ ($0, group.contextLength) }) {
+                    rotary.apply(q + row * H * D, T: length, H: H, start: position)
+                    rotary.apply(k + row * Hkv * D, T: length, H: Hkv, start: position)
+                    row += length
+                }
+            }
+            precondition(groups.last.map { $0.start + $0.rowCount } ?? 0 <= R, "packed groups exceed the rows")
+            packedAttention(q: q, k: k, v: v, out: heads, groups: groups, H: H, Hkv: Hkv, D: D,
+                            valueWidths: c.valueWidths?[l])
         }
     }
     try observe?(.attention(input: normed, heads: heads, rows: R))

@@ -14,7 +14,7 @@ public final class Runner {
     /// Rows per batch of the position-wise products (whole windows); larger batches keep sgemm
     /// efficient when windows are short.
     public var batchRows = 4096
-    private let rotary: RotaryTable
+    let rotary: RotaryTable
 
     public init(model: Model, maxPositions: Int) {
         self.model = model
@@ -66,7 +66,7 @@ public final class Runner {
                 let R = min(batch, rows - start)
                 let rowsPointer = x.pointer + start * C
                 try events?(l, .blockInput(rows: rowsPointer, first: start, count: R))
-                try runBlock(w, x: rowsPointer, rows: R, windowLength: T, config: config, layer: l,
+                try runBlock(w, x: rowsPointer, rows: R, layout: .windows(length: T), config: config, layer: l,
                              rotary: rotary, scratch: scratch,
                              observe: events.map { f in { try f(l, .tap($0, first: start)) } })
                 try events?(l, .blockOutput(rows: rowsPointer, first: start, count: R))
