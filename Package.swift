@@ -67,6 +67,8 @@ let package = Package(
         .testTarget(name: "TokenizationTests", dependencies: ["Tokenization", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels", "TestSupport"], swiftSettings: fast),
         .testTarget(name: "LlamaModelTests", dependencies: ["LlamaModel", "TestSupport"], swiftSettings: fast),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "LlamaModel", "Tokenization", "TensorIO", "TestSupport"],
+                    swiftSettings: fast),
         .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "LlamaModel", "Tokenization", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "Kernels", "TestSupport"],

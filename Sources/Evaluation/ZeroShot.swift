@@ -161,9 +161,15 @@ struct TaskLine {
         return s
     }
 
+    /// true/false, or the strings "true"/"false" (the SuperGLUE BoolQ file writes them so).
     func bool(_ key: String) throws -> Bool {
-        guard let b = try field([key]).bool else { throw problem("field '\(key)' is not true or false") }
-        return b
+        let v = try field([key])
+        if let b = v.bool { return b }
+        switch v.string {
+        case "true"?: return true
+        case "false"?: return false
+        default: throw problem("field '\(key)' is not true or false")
+        }
     }
 
     func array(_ keys: String...) throws -> [JSONValue] {
@@ -318,12 +324,17 @@ public struct ZeroShotReport: Sendable {
     }
 
     public var table: [String] {
-        var lines = [String(format: "%-14@ %-9@ %8@ %9@ %7@", "task" as NSString, "metric" as NSString,
-                            "value" as NSString, "± stderr" as NSString, "items" as NSString)]
+        func row(_ task: String, _ metric: String, _ value: String, _ stderr: String, _ n: String) -> String {
+            task.padding(toLength: 14, withPad: " ", startingAt: 0) + metric.padding(toLength: 9, withPad: " ", startingAt: 0)
+                + String(repeating: " ", count: max(0, 8 - value.count)) + value
+                + String(repeating: " ", count: max(0, 10 - stderr.count)) + stderr
+                + String(repeating: " ", count: max(0, 7 - n.count)) + n
+        }
+        var lines = [row("task", "metric", "value", "± stderr", "items")]
         for (task, r) in results {
-            lines.append(String(format: "%-14@ %-9@ %8.4f %9.4f %7d", task.rawValue as NSString, "acc" as NSString, r.acc, r.accStderr, r.n))
+            lines.append(row(task.rawValue, "acc", String(format: "%.4f", r.acc), String(format: "%.4f", r.accStderr), "\(r.n)"))
             if let norm = r.accNorm, let se = r.accNormStderr {
-                lines.append(String(format: "%-14@ %-9@ %8.4f %9.4f %7d", "" as NSString, "acc_norm" as NSString, norm, se, r.n))
+                lines.append(row("", "acc_norm", String(format: "%.4f", norm), String(format: "%.4f", se), "\(r.n)"))
             }
         }
         lines.append(String(format: "average (acc_norm where reported, else acc) over %d tasks: %.4f", results.count, average))
@@ -341,4 +352,21 @@ public struct ZeroShotReport: Sendable {
                         average: Average(acc: average))
         return String(decoding: try encoder.encode(body), as: UTF8.self)
     }
+}
+
+/// `evaluate --tasks`: the first `limit` items of each task (all read and checked before any is
+/// scored) scored on `model` with its tokenizer. `progress(task, done, total)` counts requests.
+public func evaluateZeroShot(model: Model, tasks: [ZeroShotTask], limit: Int?,
+                             dataDirectory: String = EvaluationDataset.dataDirectory(),
+                             progress: ((ZeroShotTask, Int, Int) -> Void)? = nil) throws -> ZeroShotReport {
+    guard let json = model.tokenizerJSON else { throw DatasetError(.badData, "\(model.path): the model has no tokenizer") }
+    let tokenizer = try Tokenizer(json: Data(json.utf8))
+    let items = try tasks.map { try zeroShotItems($0, dataDirectory: dataDirectory, limit: limit) }
+    let runner = Runner(model: model, maxPositions: model.config.maxPositionEmbeddings)
+    var results: [(task: ZeroShotTask, result: ZeroShotResult)] = []
+    for (task, taskItems) in zip(tasks, items) {
+        let scores = try scoreZeroShot(task, items: taskItems, runner: runner, tokenizer: tokenizer) { progress?(task, $0, $1) }
+        results.append((task, ZeroShotResult(scores)))
+    }
+    return ZeroShotReport(results: results)
 }

@@ -7,7 +7,7 @@ import ToolSupport
 struct Evaluate: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "evaluate",
-        abstract: "Measure a model: perplexity on WikiText-2, PTB, C4 or a text file.",
+        abstract: "Measure a model: perplexity on WikiText-2, PTB, C4 or a text file; zero-shot task accuracy.",
         discussion: """
             Perplexity follows the pruning literature (FLAP, Wanda, LLM-Pruner):
               wikitext2  the rows of the wikitext-2-raw-v1 test split joined by "\\n\\n" (a row \
@@ -21,10 +21,16 @@ struct Evaluate: ParsableCommand {
             perplexity = exp(mean negative log-likelihood over the T-1 predicted positions of \
             every window). Data is read from $PRUNEKIT_DATA (default: shared/data beside the \
             checkout).
+            --tasks scores the zero-shot commonsense tasks (boolq, piqa, hellaswag, winogrande, arc_easy, \
+            arc_challenge, openbookqa, or all) from $PRUNEKIT_DATA/tasks as lm-evaluation-harness 0.4 \
+            does: every choice's summed log-likelihood after the prompt; acc, and acc_norm (divided by \
+            the choice's length in characters) for piqa, hellaswag, arc and openbookqa; --limit N \
+            takes the first N items of each task. The average is over acc_norm where reported, else acc.
             A table goes to standard error; --json prints one JSON object on standard output.
 
             Example:
               evaluate --model pruned.st.zst --ppl wikitext2 --seqlen 2048 --json
+              evaluate --model pruned.st.zst --tasks all --json
             """)
 
     @OptionGroup var model: ModelOption
@@ -35,7 +41,10 @@ struct Evaluate: ParsableCommand {
     @Option(name: .long, help: "Window length T in tokens.")
     var seqlen: Int = 2048
 
-    @Option(name: .long, help: "Evaluate only the first N windows.")
+    @Option(name: .long, help: "Zero-shot tasks: \(ZeroShotTask.allCases.map(\.rawValue).joined(separator: ", ")), or all.")
+    var tasks: String?
+
+    @Option(name: .long, help: "Evaluate only the first N windows (perplexity) or items of each task.")
     var limit: Int?
 
     @Option(name: .long, help: "Exact windows: a tensor file with an integer tensor 'tokens' [N, T].")
@@ -51,17 +60,15 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        guard ppl != nil || tokens != nil else {
-            throw ValidationError("nothing to evaluate: give --ppl DATASET or --tokens FILE")
-        }
-        if ppl != nil && tokens != nil {
-            throw ValidationError("--ppl and --tokens exclude each other")
+        guard [ppl, tokens, tasks].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give one of --ppl DATASET, --tokens FILE and --tasks LIST")
         }
     }
 
     func run() throws {
         try runTool("evaluate", common) {
             let model = try Model.open(self.model.model)
+            if let tasks { return try zeroShot(model, tasks: try ZeroShotTask.list(tasks)) }
             let context = model.config.maxPositionEmbeddings
             guard seqlen <= context || tokens != nil else {
                 throw UsageError("--seqlen \(seqlen) exceeds the model's context of \(context) tokens")
@@ -85,6 +92,19 @@ struct Evaluate: ParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             }
         }
+    }
+}
+
+extension Evaluate {
+    func zeroShot(_ model: Model, tasks: [ZeroShotTask]) throws {
+        let progress = Progress("evaluate", total: 100, unit: "%", quiet: common.quiet)
+        let report = try evaluateZeroShot(model: model, tasks: tasks, limit: limit) { task, done, total in
+            let i = tasks.firstIndex(of: task) ?? 0
+            progress.update((100 * i + 100 * done / max(total, 1)) / tasks.count)
+        }
+        progress.finish()
+        report.table.forEach(printError)
+        if json.json { print(try report.json()) }
     }
 }
 

@@ -379,4 +379,25 @@ final class SliceToolTests: XCTestCase {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out))
         }
     }
+
+    /// evaluate --tasks as a user runs it: the table on stderr, the JSON on stdout, and one line for
+    /// an unknown task or a second mode.
+    func testEvaluateZeroShotTasks() throws {
+        let model = try Fixtures.requireModel()
+        let r = try runTool("evaluate", ["--model", model, "--tasks", "piqa,winogrande", "--limit", "3", "--json", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any]
+        let tasks = json?["tasks"] as? [String: [String: Any]]
+        XCTAssertEqual(tasks?["piqa"]?["n"] as? Int, 3)
+        XCTAssertNotNil(tasks?["piqa"]?["acc_norm"])
+        XCTAssertNil(tasks?["winogrande"]?["acc_norm"])
+        let piqa = tasks?["piqa"]?["acc_norm"] as? Double ?? -1, wino = tasks?["winogrande"]?["acc"] as? Double ?? -1
+        XCTAssertEqual((json?["average"] as? [String: Double])?["acc"] ?? -1, (piqa + wino) / 2, accuracy: 1e-12)
+        XCTAssertTrue(r.stderr.contains("acc_norm") && r.stderr.contains("average"), r.stderr)
+        let unknown = try runTool("evaluate", ["--model", model, "--tasks", "piqa,lambada", "--quiet"])
+        XCTAssertEqual(unknown.status, 64, unknown.stderr)
+        XCTAssertEqual(unknown.stderr, "evaluate: unknown task 'lambada' (known: boolq, piqa, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, or all)\n")
+        let both = try runTool("evaluate", ["--model", model, "--tasks", "piqa", "--ppl", "wikitext2"])
+        XCTAssertEqual(both.status, 64, both.stderr)
+    }
 }

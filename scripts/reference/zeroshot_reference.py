@@ -7,7 +7,7 @@ on the local data files, with transformers on SmolLM2-135M-Instruct.
 
 Options: --limit N|all (default 20), --tasks a,b,.. (default all seven), --out PATH (default
 Tests/Fixtures/zeroshot/smollm2_first20.json for --limit 20, else no file), --batch-size B (lm-eval's
-HFLM batch, default 8), --no-own-scores (skip the independent float64 scoring; the request strings and
+HFLM batch, default 8), --threads N (torch threads, default 1), --no-own-scores (skip the independent float64 scoring; the request strings and
 token ids are still cross-checked), --no-lmeval (use only the reimplementation, e.g. where lm-eval is
 not installed). Env: PRUNEKIT_MODEL (GGUF path; default scripts/fetch-model.sh), PRUNEKIT_DATA
 (default ../shared/data next to the repository).
@@ -223,10 +223,15 @@ def mean_stderr(xs):
 # ----------------------------------------------------------------------------------------------
 # Path 1: lm-eval itself.
 
+_TASK_MANAGER = []
+
+
 def lmeval_task(name, docs):
     import datasets
     from lm_eval.tasks import TaskManager
-    tm = TaskManager()
+    if not _TASK_MANAGER:
+        _TASK_MANAGER.append(TaskManager())
+    tm = _TASK_MANAGER[0]
     entry = tm._entry(name)
     assert entry is not None, name
     split = SPLIT[name]
@@ -290,12 +295,16 @@ def main():
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--no-own-scores", action="store_true")
     ap.add_argument("--no-lmeval", action="store_true")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: on the shared 2-core machine 2 threads thrash when "
+                         "anything else runs; results do not depend on it beyond float noise)")
     args = ap.parse_args()
     limit = None if args.limit == "all" else int(args.limit)
     tasks = args.tasks.split(",")
     out_path = args.out or (os.path.join(ROOT, "Tests", "Fixtures", "zeroshot", "smollm2_first20.json")
                             if limit == 20 else None)
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
 
     use_lmeval = not args.no_lmeval
     if use_lmeval:
