@@ -223,7 +223,7 @@ public func encodePair(context: String, continuation: String, tokenizer: Tokeniz
     -> (context: [Int32], continuation: [Int32])
 {
     var context = context, continuation = continuation
-    let kept = context.unicodeScalars.reversed().drop { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }.count
+    let kept = context.unicodeScalars.reversed().drop { $0.properties.isWhitespace }.count
     let spaces = context.unicodeScalars.count - kept
     if spaces > 0 {
         let scalars = Array(context.unicodeScalars)
@@ -244,10 +244,11 @@ public struct ZeroShotScores: Sendable {
     public var n: Int { items.count }
     /// Per item: the argmax of the log-likelihoods (first among equals) is the gold one.
     public var correct: [Bool] { zip(items, choices).map { argmax($1.map(\.logLikelihood)) == $0.gold } }
-    /// The same with each log-likelihood divided by its choice's length in characters.
+    /// The same with each log-likelihood divided by its choice's length in characters (Unicode
+    /// code points, as Python's `len`).
     public var correctNormalised: [Bool] {
         zip(items, choices).map { item, c in
-            argmax(zip(c, item.choices).map { $0.logLikelihood / Double($1.count) }) == item.gold
+            argmax(zip(c, item.choices).map { $0.logLikelihood / Double($1.unicodeScalars.count) }) == item.gold
         }
     }
 
