@@ -85,6 +85,10 @@ public enum RowLayout {
     /// Groups of a context followed by its continuations (`PackedGroup`): each continuation
     /// continues the context's positions and sees the context and itself, never another one.
     case packed([PackedGroup])
+    /// One sequence continued from position `start`: the rows' keys and values are written into
+    /// the layer's cache (keys [positions, Hkv, D], values [positions, Σw]) after those of
+    /// positions 0..<start, and attention reads the cache.
+    case cached(start: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>)
 }
 
 /// Runs one decoder block in place on x: [R, C] as transformers' LlamaDecoderLayer does:
@@ -131,6 +135,17 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
             precondition(groups.last.map { $0.start + $0.rowCount } ?? 0 <= R, "packed groups exceed the rows")
             packedAttention(q: q, k: k, v: v, out: heads, groups: groups, H: H, Hkv: Hkv, D: D,
                             valueWidths: c.valueWidths?[l])
+        case .cached(let P, let keys, let values):
+            rotary.apply(q, T: R, H: H, start: P)
+            rotary.apply(k, T: R, H: Hkv, start: P)
+            (keys + P * Hkv * D).update(from: k, count: R * Hkv * D)
+            (values + P * VW).update(from: v, count: R * VW)
+            if P == 0 {
+                causalAttention(q: q, k: k, v: v, out: heads, T: R, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
+            } else {
+                cachedAttention(q: q, keys: keys, values: values, out: heads, start: P, rows: R, H: H, Hkv: Hkv, D: D,
+                                valueWidths: c.valueWidths?[l])
+            }
         }
     }
     try observe?(.attention(input: normed, heads: heads, rows: R))

@@ -53,6 +53,7 @@ struct Evaluate: ParsableCommand {
     @Option(name: .long, help: "Write the dataset's token ids (int32 tensor 'tokens' [1, n]) to this tensor file.")
     var dumpTokens: String?
 
+    @OptionGroup(title: "Generation") var generation: GenerationOptions
     @OptionGroup var json: JSONOption
 
     @OptionGroup var common: CommonOptions
@@ -60,8 +61,8 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        guard [ppl, tokens, tasks].compactMap({ $0 }).count == 1 else {
-            throw ValidationError("give one of --ppl DATASET, --tokens FILE and --tasks LIST")
+        guard [ppl, tokens, tasks, generation.generate].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give one of --ppl DATASET, --tokens FILE, --tasks LIST and --generate PROMPT")
         }
     }
 
@@ -69,6 +70,7 @@ struct Evaluate: ParsableCommand {
         try runTool("evaluate", common) {
             let model = try Model.open(self.model.model)
             if let tasks { return try zeroShot(model, tasks: try ZeroShotTask.list(tasks)) }
+            if let prompt = generation.generate { return try generate(model, prompt: prompt) }
             let context = model.config.maxPositionEmbeddings
             guard seqlen <= context || tokens != nil else {
                 throw UsageError("--seqlen \(seqlen) exceeds the model's context of \(context) tokens")
@@ -92,19 +94,6 @@ struct Evaluate: ParsableCommand {
                 print(String(decoding: try encoder.encode(report), as: UTF8.self))
             }
         }
-    }
-}
-
-extension Evaluate {
-    func zeroShot(_ model: Model, tasks: [ZeroShotTask]) throws {
-        let progress = Progress("evaluate", total: 100, unit: "%", quiet: common.quiet)
-        let report = try evaluateZeroShot(model: model, tasks: tasks, limit: limit) { task, done, total in
-            let i = tasks.firstIndex(of: task) ?? 0
-            progress.update((100 * i + 100 * done / max(total, 1)) / tasks.count)
-        }
-        progress.finish()
-        report.table.forEach(printError)
-        if json.json { print(try report.json()) }
     }
 }
 

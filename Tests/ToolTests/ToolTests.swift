@@ -400,4 +400,23 @@ final class SliceToolTests: XCTestCase {
         let both = try runTool("evaluate", ["--model", model, "--tasks", "piqa", "--ppl", "wikitext2"])
         XCTAssertEqual(both.status, 64, both.stderr)
     }
+
+    /// evaluate --generate: the greedy continuation on stdout (the same twice), the speed on
+    /// stderr; a prompt and length beyond the context is one line and exit 64.
+    func testEvaluateGenerate() throws {
+        let model = try Fixtures.requireModel()
+        let args = ["--model", model, "--generate", "def fibonacci(n):", "--max-tokens", "12"]
+        let a = try runTool("evaluate", args), b = try runTool("evaluate", args + ["--quiet"])
+        XCTAssertEqual(a.status, 0, a.stderr)
+        XCTAssertEqual(a.stdoutText, b.stdoutText)
+        XCTAssertTrue(a.stdoutText.hasPrefix("\n    if n == 0:"), a.stdoutText)  // transformers' greedy tokens
+        XCTAssertTrue(a.stderr.contains("tokens/s"), a.stderr)
+        XCTAssertEqual(b.stderr, "")
+        let sampled = ["--model", model, "--generate", "Once upon a time", "--max-tokens", "8", "--temperature", "0.8", "--seed", "5", "--quiet"]
+        XCTAssertEqual(try runTool("evaluate", sampled).stdoutText, try runTool("evaluate", sampled).stdoutText)
+        let long = try runTool("evaluate", ["--model", model, "--generate", "x", "--max-tokens", "9000"])
+        XCTAssertEqual(long.status, 64)
+        XCTAssertEqual(long.stderr.split(separator: "\n").count, 1, long.stderr)
+        XCTAssertTrue(long.stderr.contains("exceed the model's context of 8192 tokens"), long.stderr)
+    }
 }
