@@ -53,14 +53,22 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                        rowStart: b * B, rows: min(B, T - b * B), scale: scale,
                        qp: s + M * T, s: s, op: s + M * T + M * D)
     }
-    if workers == 1 {
-        for i in 0..<items { run(item: i, worker: 0) }
+    runItems(items, workers: workers, run)
+}
+
+/// Runs items 0..<count on `workers` workers (each with a single-threaded BLAS), in order of
+/// taking; `run(item, worker)` gets the worker's index for its scratch. One worker runs inline.
+func runItems(_ count: Int, workers: Int, _ run: (Int, Int) -> Void) {
+    if workers <= 1 {
+        for i in 0..<count { run(i, 0) }
         return
     }
     let next = ItemCounter()
-    BLAS.singleThreaded {
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            while let i = next.take(below: items) { run(item: i, worker: w) }
+    withoutActuallyEscaping(run) { run in
+        BLAS.singleThreaded {
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                while let i = next.take(below: count) { run(i, w) }
+            }
         }
     }
 }

@@ -66,16 +66,7 @@ public func packedAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v:
         packedGroup(q: q, k: k, v: v, out: out, group: groups[i], rows: rows[i], H: H, Hkv: Hkv, D: D,
                     values: values, kvGroup: g, scale: scale, qp: s + M * n, s: s, op: s + M * n + M * D)
     }
-    if workers <= 1 {
-        for i in 0..<items { run(item: i, worker: 0) }
-        return
-    }
-    let next = ItemCounter()
-    BLAS.singleThreaded {
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            while let i = next.take(below: items) { run(item: i, worker: w) }
-        }
-    }
+    runItems(items, workers: workers, run)
 }
 
 /// Whether a row (sequence a, position i) sees a key (sequence b, position j).

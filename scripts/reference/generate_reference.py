@@ -37,19 +37,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_common import ROOT, model_path  # noqa: E402
+from reference_common import ROOT, model_path, sha256_file  # noqa: E402
 
 NEW_TOKENS = 32
 NEAR_TIE = 1e-3
 WIKI_CHARS = 1200
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def prompts():

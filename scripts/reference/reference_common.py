@@ -1,5 +1,5 @@
 """Helpers the reference generators share: where the model is, and writing fixtures reproducibly."""
-import json, os, struct, subprocess
+import hashlib, json, os, struct, subprocess
 
 from safetensors.numpy import save_file
 
@@ -28,3 +28,12 @@ def save_sorted(tensors, path, meta):
         f.seek(8)
         f.write(text)
     os.chmod(path, 0o644)
+
+
+def sha256_file(path):
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -76,7 +76,7 @@ import scipy.linalg
 from safetensors import safe_open
 from safetensors.numpy import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_common import model_path, save_sorted as save  # noqa: E402
+from reference_common import model_path, save_sorted as save, sha256_file  # noqa: E402
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 fixture_default = os.path.join(root, "Tests", "Fixtures", "restore", "smollm2_restore.safetensors")
@@ -158,14 +158,6 @@ class St:
     def close(self):
         if self.tmp:
             os.unlink(self.tmp.name)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def o_proj_columns(plan, l, cfg):

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference_common import ROOT, model_path  # noqa: E402
+from reference_common import ROOT, model_path, sha256_file  # noqa: E402
 
 DATA = os.environ.get("PRUNEKIT_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
 TASKS = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
@@ -277,14 +277,6 @@ def load_model():
     model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32)
     model.eval()
     return path, tok, model
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def main():
