@@ -54,6 +54,7 @@ struct Evaluate: ParsableCommand {
     var dumpTokens: String?
 
     @OptionGroup(title: "Generation") var generation: GenerationOptions
+    @OptionGroup(title: "Report") var reports: ReportOptions
     @OptionGroup var json: JSONOption
 
     @OptionGroup var common: CommonOptions
@@ -61,8 +62,8 @@ struct Evaluate: ParsableCommand {
     func validate() throws {
         guard seqlen >= 2 else { throw ValidationError("--seqlen must be at least 2") }
         if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
-        guard [ppl, tokens, tasks, generation.generate].compactMap({ $0 }).count == 1 else {
-            throw ValidationError("give one of --ppl DATASET, --tokens FILE, --tasks LIST and --generate PROMPT")
+        guard [ppl, tokens, tasks, generation.generate, reports.report ? "" : nil].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give one of --ppl DATASET, --tokens FILE, --tasks LIST, --generate PROMPT and --report")
         }
     }
 
@@ -71,6 +72,7 @@ struct Evaluate: ParsableCommand {
             let model = try Model.open(self.model.model)
             if let tasks { return try zeroShot(model, tasks: try ZeroShotTask.list(tasks)) }
             if let prompt = generation.generate { return try generate(model, prompt: prompt) }
+            if reports.report { return try speedReport(model) }
             let context = model.config.maxPositionEmbeddings
             guard seqlen <= context || tokens != nil else {
                 throw UsageError("--seqlen \(seqlen) exceeds the model's context of \(context) tokens")

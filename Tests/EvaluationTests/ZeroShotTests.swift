@@ -117,3 +117,22 @@ final class ZeroShotTests: XCTestCase {
         XCTAssertEqual(try ZeroShotTask.list("all").count, 7)
     }
 }
+
+/// `evaluate --report`'s counts: MACs per token from the configuration, by hand on a small one.
+final class SpeedReportTests: XCTestCase {
+    func testMACsPerTokenCountEveryWeightAndTheAttention() throws {
+        let c = try LlamaConfig(hiddenSize: 48, numLayers: 3, headDim: 8, headCounts: [4, 0, 6], kvHeadCounts: [2, 0, 3],
+                                ffnWidths: [40, 24, 0], vocabSize: 61, rmsNormEps: 1e-5, ropeTheta: 10000,
+                                maxPositionEmbeddings: 128, tieWordEmbeddings: true)
+        let linear = (2 * 48 * 8 * (4 + 2) + 3 * 48 * 40) + 3 * 48 * 24 + 2 * 48 * 8 * (6 + 3)
+        let keys = Double(128 + 1) / 2
+        // Layer 0: 4 query heads, layer 2: 6, each D for q·kᵀ and D for p·v per key.
+        let attention = Double(4 + 6) * Double(8 + 8) * keys
+        XCTAssertEqual(SpeedReport.macsPerToken(c, T: 128), Double(linear + 61 * 48) + attention)
+        // Narrowed value heads cost their widths in p·v.
+        let narrow = c.withValueWidths([[3, 8], [], [8, 8, 1]])
+        let narrowed = Double(2 * (8 + 3) + 2 * (8 + 8) + 2 * (8 + 8) + 2 * (8 + 8) + 2 * (8 + 1)) * keys
+        XCTAssertEqual(SpeedReport.macsPerToken(narrow, T: 128),
+                       Double(narrow.layerLinearParameters() + 61 * 48) + narrowed)
+    }
+}

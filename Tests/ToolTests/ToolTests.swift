@@ -419,4 +419,31 @@ final class SliceToolTests: XCTestCase {
         XCTAssertEqual(long.stderr.split(separator: "\n").count, 1, long.stderr)
         XCTAssertTrue(long.stderr.contains("exceed the model's context of 8192 tokens"), long.stderr)
     }
+
+    /// evaluate --report: the counts of both models, measured speeds, ratios on stderr and JSON.
+    func testEvaluateReport() throws {
+        let tiny = Fixtures.url("model/tiny_uniform.safetensors").path
+        let r = try runTool("evaluate", ["--model", tiny, "--report", "--compare", tiny, "--json", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try JSONSerialization.jsonObject(with: r.stdout) as? [String: [String: Any]]
+        let mine = try XCTUnwrap(json?["model"]), other = try XCTUnwrap(json?["compare"])
+        let model = try Model.open(tiny)
+        XCTAssertEqual(mine["parameters"] as? Int, model.totalParameters)
+        XCTAssertEqual(mine["decoder_linear_parameters"] as? Int, model.layerLinearParameters)
+        XCTAssertEqual(mine["macs_per_token_128"] as? Double, other["macs_per_token_128"] as? Double)
+        // The tiny model's context is 64 tokens: no speed at 128 or beyond (0, not a made-up figure).
+        for key in ["prefill_tokens_per_second_128", "prefill_tokens_per_second_2048", "decode_tokens_per_second_128"] {
+            XCTAssertEqual(mine[key] as? Double, 0, key)
+        }
+        let smol = try runTool("evaluate", ["--model", try Fixtures.requireModel(), "--report", "--json", "--quiet"])
+        XCTAssertEqual(smol.status, 0, smol.stderr)
+        let measured = try XCTUnwrap((try JSONSerialization.jsonObject(with: smol.stdout) as? [String: [String: Any]])?["model"])
+        for key in ["prefill_tokens_per_second_128", "prefill_tokens_per_second_2048", "decode_tokens_per_second_128",
+                    "decode_tokens_per_second_1024"] {
+            XCTAssertGreaterThan(measured[key] as? Double ?? 0, 0, key)
+        }
+        XCTAssertTrue(r.stderr.contains("ratio") && r.stderr.contains("1.000×"), r.stderr)
+        let bad = try runTool("evaluate", ["--model", tiny, "--compare", tiny])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+    }
 }
