@@ -60,7 +60,7 @@ public struct SpeedReport: Codable, Sendable {
         func decode(_ context: Int) throws -> Double {
             guard context + steps <= c.maxPositionEmbeddings else { return 0 }
             let runner = Runner(model: model, maxPositions: context + steps)
-            let layers = try (0..<c.numLayers).map { try model.layer($0) }
+            let layers = try runner.loadLayers()
             let embedding = try model.embedding()
             let cache = KVCache(config: c, capacity: context + steps)
             _ = try runner.step((0..<context).map { tokens[$0 % tokens.count] }, cache: cache, layers: layers, embedding: embedding)

@@ -60,3 +60,11 @@ public func crossEntropyReference(logits: [Double], targets: [Int32], T: Int, V:
         return lse - row[t * V + Int(targets[t])]
     }
 }
+
+/// The index of the largest of x[0..<n] (the lowest index among equals, as torch.argmax), for
+/// greedy decoding and greedy checks.
+public func argmax(_ x: UnsafePointer<Float>, count n: Int) -> Int {
+    var best = 0
+    for i in 1..<max(n, 1) where x[i] > x[best] { best = i }
+    return best
+}

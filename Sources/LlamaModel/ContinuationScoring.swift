@@ -109,10 +109,8 @@ extension Runner {
                 let p = predictors[first + k], row = logits + k * V
                 var target = p.target
                 let nll = crossEntropy(logits: row, targets: &target, T: 1, V: V)[0]
-                var best = 0
-                for v in 1..<V where row[v] > row[best] { best = v }
                 scores[p.request][p.continuation].logLikelihood -= nll
-                if best != Int(p.target) { scores[p.request][p.continuation].isGreedy = false }
+                if argmax(row, count: V) != Int(p.target) { scores[p.request][p.continuation].isGreedy = false }
             }
         }
         return scores

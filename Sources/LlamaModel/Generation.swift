@@ -42,6 +42,10 @@ public struct Sampling: Sendable {
 }
 
 extension Runner {
+    /// Every layer's weights, read once for a run that passes through the layers many times
+    /// (decoding: one pass per token).
+    public func loadLayers() throws -> [LayerWeights] { try (0..<config.numLayers).map { try model.layer($0) } }
+
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
     /// weights, loaded once) and returns the logits of the last one, [V].
     public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights], embedding: [Float]) throws -> [Float] {
@@ -76,7 +80,7 @@ extension Runner {
         guard needed <= rotary.maxPositions else {
             throw RunnerError("the prompt (\(prompt.count) tokens) and \(count) new tokens exceed the \(rotary.maxPositions) positions the model holds")
         }
-        let layers = try (0..<config.numLayers).map { try model.layer($0) }
+        let layers = try loadLayers()
         let embedding = try model.embedding()
         let cache = KVCache(config: config, capacity: needed)
         var rng = SplitMix64(seed: sampling.seed)
@@ -96,11 +100,7 @@ extension Runner {
 /// The next token from logits [V]: argmax when the temperature is 0, else a draw from
 /// softmax(logits / temperature) restricted to the top-p nucleus.
 func choose(_ logits: [Float], _ s: Sampling, _ rng: inout SplitMix64) -> Int32 {
-    guard s.temperature > 0 else {
-        var best = 0
-        for v in 1..<logits.count where logits[v] > logits[best] { best = v }
-        return Int32(best)
-    }
+    guard s.temperature > 0 else { return Int32(logits.withUnsafeBufferPointer { argmax($0.baseAddress!, count: $0.count) }) }
     let scaled = logits.map { Double($0) / s.temperature }
     let m = scaled.max() ?? 0
     var p = scaled.map { Foundation.exp($0 - m) }

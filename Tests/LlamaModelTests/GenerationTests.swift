@@ -13,7 +13,7 @@ final class GenerationTests: XCTestCase {
         let tokens = (0..<17).map { Int32(($0 * 5 + 2) % V) }
         let runner = Runner(model: model, maxPositions: 32)
         let full = try runner.logits(tokens)
-        let layers = try (0..<model.config.numLayers).map { try model.layer($0) }
+        let layers = try runner.loadLayers()
         let cache = KVCache(config: model.config, capacity: 32)
         // A prompt of 5, single tokens, a chunk of 3 at once, single tokens again.
         var position = 0
