@@ -2,7 +2,8 @@
 # A pipeline sets NAME and defines run_pipeline (which writes "$out/pruned.st.zst"), then sources this.
 #   pipelines/NAME.sh [MODEL (default: SmolLM2 GGUF)] [RATIO (default 0.2)] [CALIBRATION JSONL (default: the C4 sample)]
 # Environment: OUT (output folder, default out/NAME-RATIO), SEQLENS (evaluation window lengths, default "2048 128"),
-# LIMIT (evaluate only the first N windows, default all), THREADS, CACHE (default out/cache: calibration
+# LIMIT (evaluate only the first N windows, default all; SEQLENS=none skips perplexity), TASKS (zero-shot
+# tasks for evaluate --tasks, e.g. "all"; default none), TASK_LIMIT (the first N items of each task), THREADS, CACHE (default out/cache: calibration
 # statistics and dense evaluations are kept there, keyed by the model file, the data file, the tool's binary and
 # the arguments, and reused by later runs; CACHE=none turns it off).
 set -euo pipefail
@@ -14,6 +15,10 @@ calib="${3:-$data/c4/c4-validation-sample-2k.jsonl.zst}"
 [[ -n "$model" ]] || model="$("$root/scripts/fetch-model.sh")"
 out="${OUT:-$root/out/$NAME-$ratio}"
 seqlens="${SEQLENS:-2048 128}"
+[[ "$seqlens" == none ]] && seqlens=""
+tasks="${TASKS:-}"
+task_limit=()
+[[ -n "${TASK_LIMIT:-}" ]] && task_limit=(--limit "$TASK_LIMIT")
 mkdir -p "$out"
 (cd "$root" && swift build -c release >&2)
 bin="$root/.build/release"
@@ -62,23 +67,48 @@ evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T (the dense mod
     done
 }
 
+evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json (the dense model's results come from the cache)
+    [[ -n "$tasks" ]] || return 0
+    local run=("$bin/evaluate" --model "$1" --tasks "$tasks" "${task_limit[@]}" "${threads[@]}" --json --quiet)
+    if [[ "$2" == dense ]]; then
+        cached "tasks-$(cache_key "$model" "$data/tasks" "$bin/evaluate" -- "$tasks" "${task_limit[@]}" "${threads[@]}")" \
+            "$out/$2-tasks.json" sh -c '"$@" > "$0"' "$out/$2-tasks.json" "${run[@]}"
+    else
+        "${run[@]}" > "$out/$2-tasks.json"
+    fi
+}
+
 summary() {
-    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" <<'PY'
+    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" "$tasks" "${TASK_LIMIT:-}" <<'PY'
 import json, sys
 out, seqlens, name, ratio, seconds = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], float(sys.argv[5])
 stats_reused = "stats.st.zst" in sys.argv[6].split()
-rows = []
-for label in ("dense", "pruned"):
-    r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
-    rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
+tasks, task_limit = sys.argv[7], sys.argv[8]
 note = ", calibration statistics reused from the cache, not included" if stats_reused else ""
-r0 = json.load(open(f"{out}/dense-{seqlens[0]}.json"))
-subset = "" if r0["tokens_evaluated"] >= r0["dataset_tokens"] - int(seqlens[0]) else \
-    f", first {r0['windows']} windows: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens at T={seqlens[0]}"
-print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note}; WikiText-2 perplexity{subset})")
-print(f"{'model':<8} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
-for label, params, ppl in rows:
-    print(f"{label:<8} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))
+print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note})")
+if seqlens:
+    rows = []
+    for label in ("dense", "pruned"):
+        r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
+        rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
+    r0 = json.load(open(f"{out}/dense-{seqlens[0]}.json"))
+    subset = "" if r0["tokens_evaluated"] >= r0["dataset_tokens"] - int(seqlens[0]) else \
+        f", first {r0['windows']} windows: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens at T={seqlens[0]}"
+    print(f"WikiText-2 perplexity{subset}")
+    print(f"{'model':<8} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
+    for label, params, ppl in rows:
+        print(f"{label:<8} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))
+if tasks:
+    results = {label: json.load(open(f"{out}/{label}-tasks.json")) for label in ("dense", "pruned")}
+    order = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
+    names = sorted(results["dense"]["tasks"], key=order.index)
+    metric = lambda r: r["acc_norm"] if "acc_norm" in r else r["acc"]
+    print(f"zero-shot accuracy (acc_norm where the task reports it, else acc"
+          + (f"; the first {task_limit} items of each task)" if task_limit else "; every item)"))
+    print(f"{'model':<8} " + " ".join(f"{n[:10]:>10}" for n in names) + f" {'average':>10}")
+    for label, r in results.items():
+        print(f"{label:<8} " + " ".join(f"{metric(r['tasks'][n]):>10.4f}" for n in names)
+              + f" {r['average']['acc']:>10.4f}")
 PY
 }
 
@@ -88,4 +118,6 @@ run_pipeline
 prune_seconds=$(( $(date +%s) - start ))
 evaluate_all "$out/dense.st" dense
 evaluate_all "$out/pruned.st.zst" pruned
+evaluate_tasks "$out/dense.st" dense
+evaluate_tasks "$out/pruned.st.zst" pruned
 summary | tee "$out/summary.txt"
