@@ -56,8 +56,9 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
     runItems(items, workers: workers, run)
 }
 
-/// Runs items 0..<count on `workers` workers (each with a single-threaded BLAS), in order of
-/// taking; `run(item, worker)` gets the worker's index for its scratch. One worker runs inline.
+/// Runs items 0..<count on `workers` workers (inside a parallel region: their products are not
+/// split), in order of taking; `run(item, worker)` gets the worker's index for its scratch. One
+/// worker runs inline.
 func runItems(_ count: Int, workers: Int, _ run: (Int, Int) -> Void) {
     if workers <= 1 {
         for i in 0..<count { run(i, 0) }
@@ -65,8 +66,8 @@ func runItems(_ count: Int, workers: Int, _ run: (Int, Int) -> Void) {
     }
     let next = ItemCounter()
     withoutActuallyEscaping(run) { run in
-        BLAS.singleThreaded {
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            BLAS.inParallelRegion {
                 while let i = next.take(below: count) { run(i, w) }
             }
         }

@@ -3,25 +3,30 @@
 // Dimensions: T tokens (rows), C input features, F output features; M, N, K as in BLAS.
 //   linear:  x: [T, C]; w: [F, C] (PyTorch nn.Linear weight layout); y: [T, F]
 //   sgemm:   c: [M, N] = alpha · op(a)[M, K] · op(b)[K, N] + beta · c
+//
+// Threads: every parallel region is ours (libdispatch), and OpenBLAS runs single-threaded inside
+// it. A product is split into blocks of whole rows of c (or, when c has few rows, whole columns)
+// that the workers compute with single-threaded calls. OpenBLAS's own threads are used only for
+// LAPACK (`withLibraryThreads`): after each call they spin on sched_yield for a long while (its
+// THREAD_TIMEOUT, read once from the environment when the library loads), and beside our own
+// workers that spinning cost 15% of a forward pass at T = 2048 on 2 cores.
 import _COpenBLAS
 import Foundation
 
 public enum BLAS {
-    /// The degree of parallelism of OpenBLAS and of the kernels in this module. It starts at the
-    /// machine's core count; `OPENBLAS_NUM_THREADS` is deliberately overridden so that one
-    /// setting governs both.
+    /// The degree of parallelism of the kernels in this module. It starts at the machine's core
+    /// count; `OPENBLAS_NUM_THREADS` is deliberately overridden so that one setting governs all.
     nonisolated(unsafe) private static var current: Int = {
-        let n = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        openblas_set_num_threads(Int32(n))
-        return n
+        openblas_set_num_threads(1)
+        return max(1, ProcessInfo.processInfo.activeProcessorCount)
     }()
 
-    /// Sets the number of threads (≥ 1) of OpenBLAS and of the elementwise kernels. Results of
+    /// Sets the number of threads (≥ 1) of the products and the elementwise kernels. Results of
     /// every kernel here are deterministic for a given thread count.
     public static func setThreads(_ n: Int) {
         precondition(n >= 1, "thread count must be at least 1, got \(n)")
+        _ = current
         current = n
-        openblas_set_num_threads(Int32(n))
     }
 
     public static var threads: Int { current }
@@ -52,9 +57,24 @@ public enum BLAS {
             scaleRows(c, M: M, N: N, ldc: ldc, beta: beta)
             return
         }
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), Int32(K), alpha,
-                    a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        if M == 1 {
+            // One row (decoding): a matrix–vector product reads b once; sgemm would first copy
+            // (pack) all of it.
+            splitProduct(M: 1, N: N, K: K) { _, columns in
+                let j0 = columns.lowerBound
+                cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
+                            Int32(transB ? columns.count : K), Int32(transB ? K : columns.count), alpha,
+                            b + (transB ? j0 * ldb : j0), Int32(ldb), a, Int32(transA ? lda : 1), beta, c + j0, 1)
+            }
+            return
+        }
+        splitProduct(M: M, N: N, K: K) { rows, columns in
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                        transB ? CblasTrans : CblasNoTrans, Int32(rows.count), Int32(columns.count), Int32(K), alpha,
+                        a + (transA ? rows.lowerBound : rows.lowerBound * lda), Int32(lda),
+                        b + (transB ? columns.lowerBound * ldb : columns.lowerBound), Int32(ldb), beta,
+                        c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+        }
     }
 
     /// The same as `sgemm` in Double.
@@ -67,9 +87,13 @@ public enum BLAS {
             scaleRows(c, M: M, N: N, ldc: ldc, beta: beta)
             return
         }
-        cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                    transB ? CblasTrans : CblasNoTrans, Int32(M), Int32(N), Int32(K), alpha,
-                    a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        splitProduct(M: M, N: N, K: K) { rows, columns in
+            cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
+                        transB ? CblasTrans : CblasNoTrans, Int32(rows.count), Int32(columns.count), Int32(K), alpha,
+                        a + (transA ? rows.lowerBound : rows.lowerBound * lda), Int32(lda),
+                        b + (transB ? columns.lowerBound * ldb : columns.lowerBound), Int32(ldb), beta,
+                        c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+        }
     }
 
     /// The upper triangle of c[n, n] += xᵀx for x[k, n] (row-major): a Gram matrix accumulated
@@ -78,8 +102,20 @@ public enum BLAS {
                                       into c: UnsafeMutablePointer<Double>) {
         _ = current
         if k == 0 || n == 0 { return }
-        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(n), Int32(k), 1.0, x, Int32(n), 1.0,
-                    c, Int32(n))
+        // Column blocks j0..<j1 of equal work (∝ j1² − j0²): the rectangle above the block
+        // (rows 0..<j0, a dgemm) and the block's own upper triangle (dsyrk).
+        let parts = isSplitting || current == 1 || n * n * k < 2 * splitThreshold ? 1 : max(1, min(current, n / 16))
+        let bounds = (0...parts).map { Int((Double(n) * (Double($0) / Double(parts)).squareRoot()).rounded()) }
+        parallelBlocks(parts) { p in
+            let j0 = bounds[p], j1 = bounds[p + 1]
+            if j1 <= j0 { return }
+            if j0 > 0 {
+                cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(j0), Int32(j1 - j0), Int32(k), 1.0,
+                            x, Int32(n), x + j0, Int32(n), 1.0, c + j0, Int32(n))
+            }
+            cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, Int32(j1 - j0), Int32(k), 1.0, x + j0, Int32(n), 1.0,
+                        c + j0 * n + j0, Int32(n))
+        }
     }
 
     /// c = beta · c for an empty inner dimension (BLAS would reject K == 0 with lda < 1).
@@ -90,13 +126,67 @@ public enum BLAS {
         }
     }
 
-    /// Runs `body` with OpenBLAS single-threaded, so that several of our own threads may each
-    /// call sgemm at once (OpenBLAS 0.3.21 has no per-call thread setting).
-    static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+    /// Products below this many multiply-adds run on the calling thread; a matrix–vector product
+    /// (one row), bound by memory rather than arithmetic, is split from a smaller size.
+    static let splitThreshold = 1 << 20
+    static let vectorSplitThreshold = 1 << 16
+    /// Blocks are whole multiples of this many rows or columns, so that OpenBLAS's kernels see
+    /// the same edges whichever way a product is cut.
+    static let splitUnit = 64
+
+    /// Cuts c[M, N] into at most `threads` blocks of whole rows (or whole columns when there are
+    /// fewer than two units of rows) and runs `body(rows, columns)` for each concurrently; a small
+    /// product, or one asked for inside a parallel region, is one block on the calling thread.
+    static func splitProduct(M: Int, N: Int, K: Int, _ body: (Range<Int>, Range<Int>) -> Void) {
+        let n = current, unit = splitUnit
+        guard n > 1, !isSplitting, M * N * K >= (M == 1 ? vectorSplitThreshold : splitThreshold),
+              max(M, N) >= 2 * unit else {
+            body(0..<M, 0..<N)
+            return
+        }
+        let byRows = M >= 2 * unit
+        let length = byRows ? M : N
+        let parts = min(n, length / unit)
+        let bounds = (0...parts).map { $0 == parts ? length : length * $0 / parts / unit * unit }
+        parallelBlocks(parts) { p in
+            let range = bounds[p]..<bounds[p + 1]
+            if byRows { body(range, 0..<N) } else { body(0..<M, range) }
+        }
+    }
+
+    /// Runs blocks 0..<count concurrently on our workers, marked as inside a parallel region.
+    static func parallelBlocks(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 {
+            if count == 1 { body(0) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: count) { i in inParallelRegion { body(i) } }
+    }
+
+    /// Whether the calling thread is inside one of our parallel regions (where a product is not
+    /// split again).
+    static var isSplitting: Bool { pthread_getspecific(regionKey) != nil }
+
+    /// Runs `body` marked as inside a parallel region.
+    static func inParallelRegion<R>(_ body: () throws -> R) rethrows -> R {
+        let outer = pthread_getspecific(regionKey)
+        pthread_setspecific(regionKey, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(regionKey, outer) }
+        return try body()
+    }
+
+    nonisolated(unsafe) private static let regionKey: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    /// Runs `body` (a LAPACK call) with OpenBLAS's own threads at the thread count.
+    static func withLibraryThreads<R>(_ body: () throws -> R) rethrows -> R {
         let n = current
-        if n == 1 { return try body() }
-        openblas_set_num_threads(1)
-        defer { openblas_set_num_threads(Int32(n)) }
+        if n == 1 || isSplitting { return try body() }
+        openblas_set_num_threads(Int32(n))
+        defer { openblas_set_num_threads(1) }
         return try body()
     }
 }
@@ -111,6 +201,6 @@ func parallelChunks(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
         return
     }
     DispatchQueue.concurrentPerform(iterations: chunks) { i in
-        body((count * i / chunks)..<(count * (i + 1) / chunks))
+        BLAS.inParallelRegion { body((count * i / chunks)..<(count * (i + 1) / chunks)) }
     }
 }

@@ -8,11 +8,13 @@ public enum LinearAlgebra {
         precondition(a.count == n * n && r.count == m * n)
         if n == 0 || m == 0 { return true }
         var uplo: CChar = CChar(UInt8(ascii: "L")), nn = Int32(n), lda = Int32(n), info: Int32 = 0
-        dpotrf_(&uplo, &nn, &a, &lda, &info)
-        guard info == 0 else { return false }
-        // Row-major R [m, n] is column-major Rᵀ [n, m]: A·Xᵀ = Rᵀ.
-        var nrhs = Int32(m), ldb = Int32(n)
-        dpotrs_(&uplo, &nn, &nrhs, &a, &lda, &r, &ldb, &info)
-        return info == 0
+        return BLAS.withLibraryThreads {
+            dpotrf_(&uplo, &nn, &a, &lda, &info)
+            guard info == 0 else { return false }
+            // Row-major R [m, n] is column-major Rᵀ [n, m]: A·Xᵀ = Rᵀ.
+            var nrhs = Int32(m), ldb = Int32(n)
+            dpotrs_(&uplo, &nn, &nrhs, &a, &lda, &r, &ldb, &info)
+            return info == 0
+        }
     }
 }

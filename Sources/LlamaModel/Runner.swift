@@ -83,12 +83,13 @@ public final class Runner {
         let norm = try model.finalNorm()
         let untied = try model.head()
         let weights = untied ?? embedding
-        let normed = Buffer(count: rowsPerChunk * C)
-        let logits = Buffer(count: rowsPerChunk * V)
+        let chunk = max(1, min(rowsPerChunk, rows))  // one row when decoding: not 256 rows of logits
+        let normed = Buffer(count: chunk * C)
+        let logits = Buffer(count: chunk * V)
         try weights.withUnsafeBufferPointer { w in
             try norm.withUnsafeBufferPointer { g in
-                for first in stride(from: 0, to: rows, by: rowsPerChunk) {
-                    let r = min(rowsPerChunk, rows - first)
+                for first in stride(from: 0, to: rows, by: chunk) {
+                    let r = min(chunk, rows - first)
                     rmsNorm(x: x.pointer + first * C, weight: g.baseAddress!,
                             eps: Float(config.rmsNormEps), out: normed.pointer, T: r, C: C)
                     BLAS.linear(x: normed.pointer, w: w.baseAddress!, y: logits.pointer,

@@ -1,11 +1,15 @@
 // prunekit-bench: throughput of the kernels against the machine's own BLAS peak.
 //
-//   prunekit-bench sgemm [--size N] [--threads t] [--repeats r]
-//       GFLOP/s of a large square sgemm (N = 2048): the machine figure other benchmarks divide by.
+//   prunekit-bench sgemm [--size N] [--M m --N n --K k] [--threads t] [--repeats r]
+//       GFLOP/s of a large square sgemm (N = 2048): the machine figure other benchmarks divide by;
+//       with --M/--N/--K, of x[M, K] · w[N, K]ᵀ (a linear layer's shape).
 //   prunekit-bench attention [--T 2048] [--H 9] [--Hkv 3] [--D 64] [--threads t] [--repeats r]
 //       GFLOP/s of causalAttention, counting the causal FLOPs 4·T²·H·D/2.
 //   prunekit-bench elementwise [--T 2048] [--C 576] [--F 1536] [--H 9] [--D 64] [--V 49152]
 //       milliseconds of rmsNorm, RoPE, swiglu and crossEntropy at model sizes.
+//   prunekit-bench copy [--MB 512] [--threads t] [--repeats r]
+//       memory bandwidth of a large copy (bytes read + written per second, as STREAM counts it)
+//       and of a large read (a sum): the yardsticks of decoding, which reads every weight once per token.
 // Every figure is the best of `repeats` runs after one warm-up.
 import Foundation
 import Kernels
@@ -54,13 +58,21 @@ func randomBuffer(_ n: Int, scale: Float = 1) -> UnsafeMutablePointer<Float> {
 
 func sgemmBench(_ o: Options) {
     let n = o.int("size", 2048), r = o.int("repeats", 5)
-    let a = randomBuffer(n * n), b = randomBuffer(n * n), c = randomBuffer(n * n)
+    let M = o.int("M", n), N = o.int("N", n), K = o.int("K", n)
+    // --copies n: cycle through n weight matrices, so that a small product reads them from memory
+    // (as decoding does) rather than from cache; the figure is per product.
+    let copies = max(1, o.int("copies", 1))
+    let a = randomBuffer(M * K), c = randomBuffer(M * N)
+    let bs = (0..<copies).map { _ in randomBuffer(N * K) }
     let t = best(r) {
-        BLAS.sgemm(transA: false, transB: true, M: n, N: n, K: n, alpha: 1, a: a, lda: n, b: b,
-                   ldb: n, beta: 0, c: c, ldc: n)
-    }
-    print(String(format: "sgemm N=%d threads=%d: %.1f GFLOP/s (%.2f ms)", n, BLAS.threads,
-                 2 * Double(n * n * n) / t * 1e-9, t * 1e3))
+        for b in bs {
+            BLAS.sgemm(transA: false, transB: true, M: M, N: N, K: K, alpha: 1, a: a, lda: K, b: b,
+                       ldb: K, beta: 0, c: c, ldc: N)
+        }
+    } / Double(copies)
+    let shape = M == N && N == K ? "N=\(n)" : "M=\(M) N=\(N) K=\(K)"
+    print(String(format: "sgemm %@ threads=%d: %.1f GFLOP/s (%.2f ms)", shape, BLAS.threads,
+                 2 * Double(M * N * K) / t * 1e-9, t * 1e3))
 }
 
 func attentionBench(_ o: Options) {
@@ -72,6 +84,37 @@ func attentionBench(_ o: Options) {
     let flops = 4 * Double(T) * Double(T) * Double(H * D) / 2
     print(String(format: "attention T=%d H=%d Hkv=%d D=%d threads=%d: %.1f GFLOP/s (%.2f ms)",
                  T, H, Hkv, D, BLAS.threads, flops / t * 1e-9, t * 1e3))
+}
+
+func copyBench(_ o: Options) {
+    let megabytes = o.int("MB", 512), r = o.int("repeats", 5)
+    let n = megabytes << 18, parts = BLAS.threads
+    let a = randomBuffer(n), b = randomBuffer(n)
+    let t = best(r) {
+        DispatchQueue.concurrentPerform(iterations: parts) { i in
+            let lo = n * i / parts, hi = n * (i + 1) / parts
+            (b + lo).update(from: a + lo, count: hi - lo)
+        }
+    }
+    print(String(format: "copy %d MB threads=%d: %.2f GB/s (bytes read + written) (%.2f ms)", megabytes, parts,
+                 2 * Double(n * 4) / t * 1e-9, t * 1e3))
+    var sums = [Float](repeating: 0, count: parts)
+    let tr = best(r) {
+        sums.withUnsafeMutableBufferPointer { out in
+            DispatchQueue.concurrentPerform(iterations: parts) { i in
+                let lo = n * i / parts, hi = n * (i + 1) / parts
+                var acc = SIMD16<Float>(repeating: 0)
+                var j = lo
+                while j + 16 <= hi {
+                    acc += UnsafeRawPointer(a + j).loadUnaligned(as: SIMD16<Float>.self)
+                    j += 16
+                }
+                out[i] = acc.sum()
+            }
+        }
+    }
+    print(String(format: "read %d MB threads=%d: %.2f GB/s (%.2f ms; sum %.1f)", megabytes, parts,
+                 Double(n * 4) / tr * 1e-9, tr * 1e3, sums.reduce(0, +)))
 }
 
 func elementwiseBench(_ o: Options) {
@@ -110,6 +153,7 @@ do {
     case "sgemm": sgemmBench(options)
     case "attention": attentionBench(options)
     case "elementwise": elementwiseBench(options)
+    case "copy": copyBench(options)
     default: throw UsageError("unknown command '\(args[1])'")
     }
 } catch {
@@ -118,6 +162,7 @@ do {
         usage: prunekit-bench sgemm [--size N] [--threads t] [--repeats r]
                prunekit-bench attention [--T 2048] [--H 9] [--Hkv 3] [--D 64] [--threads t]
                prunekit-bench elementwise [--T 2048] [--C 576] [--F 1536] [--H 9] [--D 64] [--V 49152]
+               prunekit-bench copy [--MB 512] [--threads t]
 
         """.utf8))
     exit(64)
