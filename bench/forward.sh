@@ -2,7 +2,12 @@
 # The forward pass, in one run on this machine:
 #  - effective GFLOP/s of `evaluate` on WikiText-2 at T = 2048 and T = 128 against the sgemm
 #    GFLOP/s the same machine reaches on a large square product (prunekit-bench sgemm);
-#  - tokens/s and peak memory against transformers (float32, CPU, eager, same windows).
+#  - tokens/s and peak memory against transformers (float32, CPU, eager, same windows);
+#  - decoding at batch 1 (`evaluate --report`, after 128 and 1024 tokens of context) against the
+#    memory-bandwidth bound: the weights' bytes (4 per parameter: every weight is read once a token,
+#    the tied embedding whole by the head) over the machine's read bandwidth (prunekit-bench copy);
+#  - llama.cpp (scripts/build-llama-cpp.sh; llama-bench on our F32 GGUF export of the same model):
+#    prompt processing of 2048 tokens and generation of 128, beside our prefill and decode.
 # Usage: bench/forward.sh [MODEL.gguf] [WINDOWS_AT_2048 (default 8)]
 source "$(dirname "$0")/setup.sh"
 n2048="${2:-8}"
@@ -38,3 +43,30 @@ for spec in "2048 $n2048" "128 $n128"; do
     read -r htps hrss hppl <<<"$(run_theirs "$1" "$2")"
     python3 -c "print(f'{$1:<10} {$tps:>10} {$gf:>9} {100*$gf/$peak:>7.0f}% {$rss:>10} | {$htps:>10} {$hrss:>8} {$hppl:>10} | {$tps/$htps:>6.2f}x {$rss/$hrss:>6.2f}x   (ppl {$ppl})')"
 done
+
+# Decoding against the memory bound, and llama.cpp on the same model.
+read -r copy_bw read_bw <<<"$("$bin/prunekit-bench" copy --threads "$threads" | sed -E 's/.*: ([0-9.]+) GB\/s.*/\1/' | tr '\n' ' ')"
+"$bin/evaluate" --model "$work/model.st" --report --json --threads "$threads" --quiet > "$work/report.json" 2>/dev/null
+llama="$("$root/scripts/build-llama-cpp.sh")"
+"$bin/convert" "$work/model.st" --to gguf --dtype f32 -o "$work/model.gguf" --quiet
+"$llama/llama-bench" -m "$work/model.gguf" -t "$threads" -r 3 -p 2048 -n 128 -o json > "$work/llama.json" 2>/dev/null
+python3 - "$work/report.json" "$work/llama.json" "$copy_bw" "$read_bw" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["model"]
+llama = json.load(open(sys.argv[2]))
+copy_bw, read_bw = float(sys.argv[3]), float(sys.argv[4])
+weight_bytes = 4 * r["parameters"]
+bound = read_bw * 1e9 / weight_bytes
+print(f"\nmemory: copy {copy_bw:.1f} GB/s (read + written), read {read_bw:.1f} GB/s; weights {weight_bytes/1e6:.0f} MB a token")
+print(f"decode bound (weights / read bandwidth): {bound:.1f} tok/s")
+for ctx in (128, 1024):
+    t = r[f"decode_tokens_per_second_{ctx}"]
+    print(f"decode after {ctx:>4} tokens: {t:6.1f} tok/s = {t * weight_bytes / 1e9:5.1f} GB/s of weights; "
+          f"the bound is {bound / t:.2f}x this (aim <= 1.5x)")
+pp = next(x["avg_ts"] for x in llama if x["n_prompt"] == 2048)
+tg = next(x["avg_ts"] for x in llama if x["n_gen"] == 128)
+ours_pp, ours_tg = r["prefill_tokens_per_second_2048"], r["decode_tokens_per_second_128"]
+print(f"llama.cpp ({llama[0].get('build_commit', '?')}, F32 GGUF): pp2048 {pp:.1f} tok/s, tg128 {tg:.1f} tok/s; "
+      f"evaluate: prefill T=2048 {ours_pp:.1f} tok/s ({ours_pp / pp:.2f}x), decode {ours_tg:.1f} tok/s ({ours_tg / tg:.2f}x)")
+PY
+

@@ -23,6 +23,9 @@ public struct SpeedReport: Codable, Sendable {
     /// Tokens/s of incremental decoding at batch 1 after a context of 128 and 1024 tokens.
     public var decodeTokensPerSecond128: Double
     public var decodeTokensPerSecond1024: Double
+    /// The measuring process's peak resident memory in MB (VmHWM), filled in by the caller (the
+    /// process must have measured this one model only); 0 when not measured.
+    public var peakResidentMB: Double = 0
 
     enum CodingKeys: String, CodingKey {
         case model, parameters
@@ -32,6 +35,7 @@ public struct SpeedReport: Codable, Sendable {
         case prefillTokensPerSecond2048 = "prefill_tokens_per_second_2048"
         case decodeTokensPerSecond128 = "decode_tokens_per_second_128"
         case decodeTokensPerSecond1024 = "decode_tokens_per_second_1024"
+        case peakResidentMB = "peak_rss_mb"
     }
 
     /// Multiply-accumulates per token at context T.
@@ -45,23 +49,26 @@ public struct SpeedReport: Codable, Sendable {
         return macs
     }
 
-    /// Measures `model` (at `path`): prefill over `windows` windows of each length, decoding
-    /// `steps` tokens after each context (speed does not depend on which ids: a fixed pattern).
+    /// Measures `model` (at `path`) with its layers loaded once: prefill over `windows` windows of
+    /// each length after an untimed warm-up window, and decoding `steps` tokens after each context
+    /// (speed does not depend on which ids: a fixed pattern).
     public static func measure(_ model: Model, path: String, windows: Int = 2, steps: Int = 32) throws -> SpeedReport {
         let c = model.config
         let tokens = (0..<4096).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
+        let runner = Runner(model: model, maxPositions: max(2048, 1024 + steps))
+        try runner.keepLayers()
+        let layers = try runner.loadLayers()
+        let embedding = try model.embedding()
         func prefill(_ T: Int) throws -> Double {
             guard T <= c.maxPositionEmbeddings else { return 0 }
             let batch = (0..<windows).map { w in (0..<T).map { tokens[(w * T + $0) % tokens.count] } }
+            _ = try runner.windowNLL([batch[0]])
             let start = Date()
-            _ = try Runner(model: model, maxPositions: T).windowNLL(batch)
+            _ = try runner.windowNLL(batch)
             return Double(windows * T) / Date().timeIntervalSince(start)
         }
         func decode(_ context: Int) throws -> Double {
             guard context + steps <= c.maxPositionEmbeddings else { return 0 }
-            let runner = Runner(model: model, maxPositions: context + steps)
-            let layers = try runner.loadLayers()
-            let embedding = try model.embedding()
             let cache = KVCache(config: c, capacity: context + steps)
             _ = try runner.step((0..<context).map { tokens[$0 % tokens.count] }, cache: cache, layers: layers, embedding: embedding)
             let start = Date()
@@ -100,6 +107,7 @@ public struct SpeedReport: Codable, Sendable {
             ("prefill tokens/s, T=2048", { $0.prefillTokensPerSecond2048 }, "%.1f"),
             ("decode tokens/s, context 128", { $0.decodeTokensPerSecond128 }, "%.1f"),
             ("decode tokens/s, context 1024", { $0.decodeTokensPerSecond1024 }, "%.1f"),
+            ("peak memory MB", { $0.peakResidentMB }, "%.0f"),
         ]
         func cell(_ s: String, _ n: Int) -> String { String(repeating: " ", count: max(0, n - s.count)) + s }
         var lines = ["measure".padding(toLength: 30, withPad: " ", startingAt: 0) + cell("this model", 16)

@@ -42,6 +42,10 @@ public enum BLAS {
             if !accumulate { y.update(repeating: 0, count: T * F) }
             return
         }
+        if T == 1 {
+            linearsOneRow(x: x, K: C, [RowMap(w: w, y: y, N: F)], accumulate: accumulate)
+            return
+        }
         sgemm(transA: false, transB: true, M: T, N: F, K: C, alpha: 1, a: x, lda: C, b: w, ldb: C,
               beta: accumulate ? 1 : 0, c: y, ldc: F)
     }
@@ -175,7 +179,7 @@ public enum BLAS {
         return try body()
     }
 
-    nonisolated(unsafe) private static let regionKey: pthread_key_t = {
+    private static let regionKey: pthread_key_t = {
         var key = pthread_key_t()
         precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
         return key

@@ -77,6 +77,31 @@ func applyLinear(_ layer: Linear, x: UnsafePointer<Float>, y: UnsafeMutablePoint
     }
 }
 
+/// Linear maps of the same input x[R, in] into their own outputs. One row (decoding) runs them in
+/// one parallel region (`BLAS.linearsOneRow`); otherwise each is its own product.
+func applyLinears(_ maps: [(Linear, UnsafeMutablePointer<Float>)], x: UnsafePointer<Float>, rows R: Int) {
+    guard R == 1, maps.allSatisfy({ $0.0.inFeatures > 0 && $0.0.inFeatures == maps[0].0.inFeatures }) else {
+        for (layer, y) in maps { applyLinear(layer, x: x, y: y, rows: R, accumulate: false) }
+        return
+    }
+    withWeights(maps.map { $0.0.weight }) { pointers in
+        BLAS.linearsOneRow(x: x, K: maps[0].0.inFeatures,
+                           zip(pointers, maps).map { RowMap(w: $0, y: $1.1, N: $1.0.outFeatures) })
+    }
+    for (layer, y) in maps {
+        if let b = layer.bias { b.withUnsafeBufferPointer { addBias(y, bias: $0.baseAddress!, T: R, F: layer.outFeatures) } }
+    }
+}
+
+/// The base addresses of several arrays at once.
+private func withWeights<R>(_ arrays: [[Float]], _ body: ([UnsafePointer<Float>]) -> R) -> R {
+    func nest(_ i: Int, _ done: [UnsafePointer<Float>]) -> R {
+        if i == arrays.count { return body(done) }
+        return arrays[i].withUnsafeBufferPointer { nest(i + 1, done + [$0.baseAddress!]) }
+    }
+    return nest(0, [])
+}
+
 /// How the R rows of a batch form sequences.
 public enum RowLayout {
     /// Whole windows of T tokens: positions restart at 0 in every window; attention never
@@ -110,9 +135,7 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
         rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
     }
     if H > 0 {
-        applyLinear(w.q, x: normed, y: q, rows: R, accumulate: false)
-        applyLinear(w.k, x: normed, y: k, rows: R, accumulate: false)
-        applyLinear(w.v, x: normed, y: v, rows: R, accumulate: false)
+        applyLinears([(w.q, q), (w.k, k), (w.v, v)], x: normed, rows: R)
         switch layout {
         case .windows(let T):
             precondition(T > 0 && R % T == 0, "rows must be whole windows")
@@ -155,8 +178,7 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
         rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
     }
     if F > 0 {
-        applyLinear(w.gate, x: normed, y: gate, rows: R, accumulate: false)
-        applyLinear(w.up, x: normed, y: up, rows: R, accumulate: false)
+        applyLinears([(w.gate, gate), (w.up, up)], x: normed, rows: R)
         swiglu(gate: gate, up: up, out: gate, count: R * F)
     }
     try observe?(.mlp(input: normed, hidden: gate, rows: R))

@@ -44,7 +44,13 @@ public struct Sampling: Sendable {
 extension Runner {
     /// Every layer's weights, read once for a run that passes through the layers many times
     /// (decoding: one pass per token).
-    public func loadLayers() throws -> [LayerWeights] { try (0..<config.numLayers).map { try model.layer($0) } }
+    public func loadLayers() throws -> [LayerWeights] {
+        try keptLayers ?? (0..<config.numLayers).map { try model.layer($0) }
+    }
+
+    /// Keeps every layer's weights in memory for the passes that follow (`windowNLL` and the rest
+    /// then read no layer from the model again).
+    public func keepLayers() throws { keptLayers = try loadLayers() }
 
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
     /// weights, loaded once) and returns the logits of the last one, [V].

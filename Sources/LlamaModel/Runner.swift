@@ -15,6 +15,9 @@ public final class Runner {
     /// efficient when windows are short.
     public var batchRows = 4096
     let rotary: RotaryTable
+    /// The decoder layers' weights when kept in memory (`keepLayers`) for runs that pass through
+    /// the layers many times; nil: every pass reads each layer from the model.
+    public internal(set) var keptLayers: [LayerWeights]?
 
     public init(model: Model, maxPositions: Int) {
         self.model = model
@@ -61,7 +64,7 @@ public final class Runner {
         let batch = max(T, batchRows / T * T)
         let C = config.hiddenSize
         for l in layers {
-            let w = try model.layer(l)
+            let w = try keptLayers?[l] ?? model.layer(l)
             for start in stride(from: 0, to: rows, by: batch) {
                 let R = min(batch, rows - start)
                 let rowsPointer = x.pointer + start * C

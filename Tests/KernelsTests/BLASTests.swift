@@ -77,4 +77,113 @@ final class BLASTests: XCTestCase {
         BLAS.setThreads(before)
         XCTAssertEqual(BLAS.threads, before)
     }
+
+    /// Runs `body` with 1 and with 2 threads and returns both results.
+    func withOneAndTwoThreads<R>(_ body: () -> R) -> (R, R) {
+        let before = BLAS.threads
+        defer { BLAS.setThreads(before) }
+        BLAS.setThreads(1)
+        let one = body()
+        BLAS.setThreads(2)
+        return (one, body())
+    }
+
+    /// Products large enough to be cut among the workers (by rows; by columns when there are few
+    /// rows; one row through the matrix–vector path) equal the naive product; cut by rows they
+    /// equal the one-thread result bit for bit (OpenBLAS's kernels treat the edge columns of a
+    /// small product differently, so a cut by columns may move the last bits: it is repeatable).
+    func testSplitProductsEqualOneThreadAndNaive() {
+        var rng = SeededRandom(seed: 3)
+        for (M, N, K) in [(300, 130, 100), (5, 400, 600), (1, 300, 700)] {
+            for tA in [false, true] {
+                for tB in [false, true] {
+                    let lda = (tA ? M : K) + 3, ldb = (tB ? K : N) + 2, ldc = N + 1
+                    let a = rng.floats((tA ? K : M) * lda), b = rng.floats((tB ? N : K) * ldb)
+                    let c = rng.floats(M * ldc)
+                    let expected = naive(tA, tB, M: M, N: N, K: K, alpha: 0.5, a: a.doubles, lda: lda,
+                                         b: b.doubles, ldb: ldb, beta: -2, c: c.doubles, ldc: ldc)
+                    let product = { () -> ([Float], [Double]) in
+                        var cs = c, cd = c.doubles
+                        BLAS.sgemm(transA: tA, transB: tB, M: M, N: N, K: K, alpha: 0.5, a: a, lda: lda,
+                                   b: b, ldb: ldb, beta: -2, c: &cs, ldc: ldc)
+                        BLAS.dgemm(transA: tA, transB: tB, M: M, N: N, K: K, alpha: 0.5, a: a.doubles,
+                                   lda: lda, b: b.doubles, ldb: ldb, beta: -2, c: &cd, ldc: ldc)
+                        return (cs, cd)
+                    }
+                    let (one, two) = withOneAndTwoThreads(product)
+                    let name = "M \(M) N \(N) K \(K) \(tA) \(tB)"
+                    assertAllClose(two.0, expected, atol: 1e-4, rtol: 1e-4, "sgemm " + name)
+                    assertAllClose(two.1, expected, atol: 1e-11, rtol: 1e-11, "dgemm " + name)
+                    if M >= 128 {
+                        XCTAssertEqual(one.0, two.0, "sgemm threads " + name)
+                        XCTAssertEqual(one.1, two.1, "dgemm threads " + name)
+                    } else {
+                        let again = withOneAndTwoThreads(product).1
+                        XCTAssertEqual(again.0, two.0, "sgemm repeated " + name)
+                        XCTAssertEqual(again.1, two.1, "dgemm repeated " + name)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The Gram matrix cut into column blocks: the upper triangle is xᵀx added to c, the strict
+    /// lower triangle is left as it was, and two threads give the one-thread bits.
+    func testGramAccumulateSplitWritesTheUpperTriangle() {
+        var rng = SeededRandom(seed: 4)
+        let k = 300, n = 100
+        let x = rng.floats(k * n).doubles, c0 = rng.floats(n * n).doubles
+        let (one, two) = withOneAndTwoThreads { () -> [Double] in
+            var c = c0
+            BLAS.gramAccumulate(x: x, rows: k, width: n, into: &c)
+            return c
+        }
+        XCTAssertEqual(one, two)
+        for i in 0..<n {
+            for j in 0..<n {
+                if j < i {
+                    XCTAssertEqual(two[i * n + j], c0[i * n + j], "lower (\(i), \(j)) written")
+                } else {
+                    let dot = (0..<k).reduce(0.0) { $0 + x[$1 * n + i] * x[$1 * n + j] }
+                    XCTAssertEqual(two[i * n + j], c0[i * n + j] + dot, accuracy: 1e-10 * max(1, abs(dot)))
+                }
+            }
+        }
+    }
+
+    /// Several maps of one row (decoding's q, k, v): each output equals the naive dot product,
+    /// with tails that are not multiples of the kernel's 32 lanes or of the workers' 16-row units,
+    /// accumulating or not, and the same bits with one and with two threads.
+    func testLinearsOneRowMatchNaive() {
+        var rng = SeededRandom(seed: 5)
+        let K = 577, sizes = [70, 33, 129]
+        let x = rng.floats(K), ws = sizes.map { rng.floats($0 * K) }, y0 = sizes.map { rng.floats($0) }
+        for accumulate in [false, true] {
+            let (one, two) = withOneAndTwoThreads { () -> [[Float]] in
+                var ys = y0
+                let outs = ys.indices.map { UnsafeMutablePointer<Float>.allocate(capacity: sizes[$0]) }
+                defer { outs.forEach { $0.deallocate() } }
+                for (i, out) in outs.enumerated() { out.initialize(from: y0[i], count: sizes[i]) }
+                ws[0].withUnsafeBufferPointer { w0 in
+                    ws[1].withUnsafeBufferPointer { w1 in
+                        ws[2].withUnsafeBufferPointer { w2 in
+                            let maps = zip([w0, w1, w2], outs).enumerated().map { i, p in
+                                RowMap(w: p.0.baseAddress!, y: p.1, N: sizes[i])
+                            }
+                            BLAS.linearsOneRow(x: x, K: K, maps, accumulate: accumulate)
+                        }
+                    }
+                }
+                for i in ys.indices { ys[i] = Array(UnsafeBufferPointer(start: outs[i], count: sizes[i])) }
+                return ys
+            }
+            XCTAssertEqual(one, two, "threads, accumulate \(accumulate)")
+            for (i, N) in sizes.enumerated() {
+                let expected = (0..<N).map { j in
+                    (0..<K).reduce(0.0) { $0 + Double(ws[i][j * K + $1]) * Double(x[$1]) } + (accumulate ? Double(y0[i][j]) : 0)
+                }
+                assertAllClose(two[i], expected, atol: 1e-4, rtol: 1e-4, "map \(i), accumulate \(accumulate)")
+            }
+        }
+    }
 }

@@ -66,8 +66,7 @@ func sgemmBench(_ o: Options) {
     let bs = (0..<copies).map { _ in randomBuffer(N * K) }
     let t = best(r) {
         for b in bs {
-            BLAS.sgemm(transA: false, transB: true, M: M, N: N, K: K, alpha: 1, a: a, lda: K, b: b,
-                       ldb: K, beta: 0, c: c, ldc: N)
+            BLAS.linear(x: a, w: b, y: c, T: M, C: K, F: N)  // x[M, K] · w[N, K]ᵀ, as the model calls it
         }
     } / Double(copies)
     let shape = M == N && N == K ? "N=\(n)" : "M=\(M) N=\(N) K=\(K)"
