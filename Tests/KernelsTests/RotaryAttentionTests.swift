@@ -108,6 +108,36 @@ final class AttentionTests: XCTestCase {
         assertAllClose(out, expected.map(Double.init), atol: 1e-6, rtol: 1e-5, "narrowed")
     }
 
+    /// Decoding's one row over a long cache (the sgemm-free path, its KV groups on two workers;
+    /// widths that are not multiples of 16, a narrowed and an empty value head) equals the last row
+    /// of full causal attention, and one thread gives the same bits as two.
+    func testOneCachedRowEqualsTheLastRowOfFullAttention() {
+        var rng = SeededRandom(seed: 11)
+        let T = 700, H = 6, Hkv = 3, D = 40, rep = H / Hkv
+        let widths = [40, 21, 0]
+        let q = rng.floats(T * H * D, scale: 2), k = rng.floats(T * Hkv * D, scale: 2), v = rng.floats(T * Hkv * D)
+        var full = [Float](repeating: .nan, count: T * H * D)
+        causalAttention(q: q, k: k, v: v, out: &full, T: T, H: H, Hkv: Hkv, D: D)
+        let VW = widths.reduce(0, +)
+        var values: [Float] = []
+        for t in 0..<T { for g in 0..<Hkv { values += v[((t * Hkv + g) * D)..<((t * Hkv + g) * D + widths[g])] } }
+        var expected: [Double] = []
+        for h in 0..<H { for e in 0..<widths[h / rep] { expected.append(Double(full[((T - 1) * H + h) * D + e])) } }
+        let lastQuery = Array(q[((T - 1) * H * D)...])
+        let before = BLAS.threads
+        defer { BLAS.setThreads(before) }
+        var outs: [[Float]] = []
+        for threads in [1, 2] {
+            BLAS.setThreads(threads)
+            var out = [Float](repeating: .nan, count: rep * VW)
+            cachedAttention(q: lastQuery, keys: k, values: values, out: &out, start: T - 1, rows: 1, H: H, Hkv: Hkv, D: D,
+                            valueWidths: widths)
+            assertAllClose(out, expected, atol: 1e-5, rtol: 1e-4, "one cached row, \(threads) threads")
+            outs.append(out)
+        }
+        XCTAssertEqual(outs[0], outs[1])
+    }
+
     func testNoHeadsIsANoOp() {
         var out: [Float] = [1, 2, 3]
         causalAttention(q: [Float](), k: [Float](), v: [Float](), out: &out, T: 5, H: 0, Hkv: 0, D: 64)
