@@ -73,11 +73,10 @@ public enum BLAS {
             return
         }
         splitProduct(M: M, N: N, K: K) { rows, columns in
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                        transB ? CblasTrans : CblasNoTrans, Int32(rows.count), Int32(columns.count), Int32(K), alpha,
-                        a + (transA ? rows.lowerBound : rows.lowerBound * lda), Int32(lda),
-                        b + (transB ? columns.lowerBound * ldb : columns.lowerBound), Int32(ldb), beta,
-                        c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+            let (ao, bo, co) = blockOffsets(rows, columns, transA: transA, transB: transB, lda: lda, ldb: ldb, ldc: ldc)
+            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(rows.count), Int32(columns.count), Int32(K), alpha, a + ao, Int32(lda), b + bo, Int32(ldb),
+                        beta, c + co, Int32(ldc))
         }
     }
 
@@ -92,11 +91,10 @@ public enum BLAS {
             return
         }
         splitProduct(M: M, N: N, K: K) { rows, columns in
-            cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans,
-                        transB ? CblasTrans : CblasNoTrans, Int32(rows.count), Int32(columns.count), Int32(K), alpha,
-                        a + (transA ? rows.lowerBound : rows.lowerBound * lda), Int32(lda),
-                        b + (transB ? columns.lowerBound * ldb : columns.lowerBound), Int32(ldb), beta,
-                        c + rows.lowerBound * ldc + columns.lowerBound, Int32(ldc))
+            let (ao, bo, co) = blockOffsets(rows, columns, transA: transA, transB: transB, lda: lda, ldb: ldb, ldc: ldc)
+            cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                        Int32(rows.count), Int32(columns.count), Int32(K), alpha, a + ao, Int32(lda), b + bo, Int32(ldb),
+                        beta, c + co, Int32(ldc))
         }
     }
 
@@ -156,6 +154,13 @@ public enum BLAS {
             let range = bounds[p]..<bounds[p + 1]
             if byRows { body(range, 0..<N) } else { body(0..<M, range) }
         }
+    }
+
+    /// Where a block rows × columns of c starts in a (op(a) = a or aᵀ), b and c, row-major.
+    static func blockOffsets(_ rows: Range<Int>, _ columns: Range<Int>, transA: Bool, transB: Bool, lda: Int, ldb: Int,
+                             ldc: Int) -> (Int, Int, Int) {
+        (transA ? rows.lowerBound : rows.lowerBound * lda, transB ? columns.lowerBound * ldb : columns.lowerBound,
+         rows.lowerBound * ldc + columns.lowerBound)
     }
 
     /// Runs blocks 0..<count concurrently on our workers, marked as inside a parallel region.

@@ -19,16 +19,28 @@ final class BLASTests: XCTestCase {
         return out
     }
 
+    /// Operands of c = 0.5·op(a)·op(b) − 2·c with padded leading dimensions, and the naive result.
+    struct Operands {
+        var lda: Int, ldb: Int, ldc: Int
+        var a: [Float], b: [Float], c: [Float]
+        var expected: [Double]
+    }
+
+    func operands(_ tA: Bool, _ tB: Bool, M: Int, N: Int, K: Int, _ rng: inout SeededRandom) -> Operands {
+        let lda = (tA ? M : K) + 3, ldb = (tB ? K : N) + 2, ldc = N + 1
+        let a = rng.floats((tA ? K : M) * lda), b = rng.floats((tB ? N : K) * ldb), c = rng.floats(M * ldc)
+        return Operands(lda: lda, ldb: ldb, ldc: ldc, a: a, b: b, c: c,
+                        expected: naive(tA, tB, M: M, N: N, K: K, alpha: 0.5, a: a.doubles, lda: lda, b: b.doubles,
+                                        ldb: ldb, beta: -2, c: c.doubles, ldc: ldc))
+    }
+
     func testSgemmAndDgemmAllTransposesWithPaddedLeadingDimensions() {
         var rng = SeededRandom(seed: 1)
         let M = 7, N = 5, K = 9
         for tA in [false, true] {
             for tB in [false, true] {
-                let lda = (tA ? M : K) + 3, ldb = (tB ? K : N) + 2, ldc = N + 1
-                let a = rng.floats((tA ? K : M) * lda), b = rng.floats((tB ? N : K) * ldb)
-                let c = rng.floats(M * ldc)
-                let expected = naive(tA, tB, M: M, N: N, K: K, alpha: 0.5, a: a.doubles, lda: lda,
-                                     b: b.doubles, ldb: ldb, beta: -2, c: c.doubles, ldc: ldc)
+                let o = operands(tA, tB, M: M, N: N, K: K, &rng)
+                let (lda, ldb, ldc, a, b, c, expected) = (o.lda, o.ldb, o.ldc, o.a, o.b, o.c, o.expected)
                 var cs = c
                 BLAS.sgemm(transA: tA, transB: tB, M: M, N: N, K: K, alpha: 0.5, a: a, lda: lda,
                            b: b, ldb: ldb, beta: -2, c: &cs, ldc: ldc)
@@ -97,11 +109,8 @@ final class BLASTests: XCTestCase {
         for (M, N, K) in [(300, 130, 100), (5, 400, 600), (1, 300, 700)] {
             for tA in [false, true] {
                 for tB in [false, true] {
-                    let lda = (tA ? M : K) + 3, ldb = (tB ? K : N) + 2, ldc = N + 1
-                    let a = rng.floats((tA ? K : M) * lda), b = rng.floats((tB ? N : K) * ldb)
-                    let c = rng.floats(M * ldc)
-                    let expected = naive(tA, tB, M: M, N: N, K: K, alpha: 0.5, a: a.doubles, lda: lda,
-                                         b: b.doubles, ldb: ldb, beta: -2, c: c.doubles, ldc: ldc)
+                    let o = operands(tA, tB, M: M, N: N, K: K, &rng)
+                    let (lda, ldb, ldc, a, b, c, expected) = (o.lda, o.ldb, o.ldc, o.a, o.b, o.c, o.expected)
                     let product = { () -> ([Float], [Double]) in
                         var cs = c, cd = c.doubles
                         BLAS.sgemm(transA: tA, transB: tB, M: M, N: N, K: K, alpha: 0.5, a: a, lda: lda,
