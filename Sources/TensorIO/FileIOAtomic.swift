@@ -225,10 +225,16 @@ extension WholeFileWriter {
     }
 }
 
-/// Writes a small text file (a chart, a JSON side file) whole, replacing any file there; an I/O
-/// error names the path.
+/// Writes a small text file (a chart, a JSON side file) whole, replacing any file there, through a
+/// temporary beside it (Foundation's atomic write left an empty folder in /tmp for every file); an
+/// I/O error names the path.
 public func writeText(_ text: String, to path: String) throws {
-    do { try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-        throw TensorIOError.io("\(path): \(error.localizedDescription)")
+    let output = try OutputFile(path: path)
+    do {
+        try Array(text.utf8).withUnsafeBytes { try writeAll(fd: output.fd, $0, name: output.name) }
+        try output.commit()
+    } catch {
+        output.discard()
+        throw error
     }
 }

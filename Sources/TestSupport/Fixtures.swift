@@ -33,13 +33,19 @@ public enum Fixtures {
         return cache + "/SmolLM2-135M-Instruct.Q4_1.gguf"
     }
 
-    /// A fresh empty temporary directory.
+    /// A fresh empty temporary directory, removed with everything in it when the test process exits.
     public static func temporaryDirectory() throws -> URL {
         let dir = FileManager.default.temporaryDirectory
             .appendingPathComponent("prunekit-test-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        created.withLock { dirs in
+            if dirs.isEmpty { atexit { Fixtures.created.withLock { $0.forEach { try? FileManager.default.removeItem(at: $0) } } } }
+            dirs.append(dir)
+        }
         return dir
     }
+
+    private static let created = Locked<[URL]>([])
 }
 
 public enum FixtureError: Error, CustomStringConvertible {
@@ -59,5 +65,17 @@ extension Fixtures {
             throw FixtureError.missing("model not found at \(path): run scripts/fetch-model.sh")
         }
         return path
+    }
+}
+
+/// A value behind a lock.
+final class Locked<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+    init(_ value: Value) { self.value = value }
+    func withLock<R>(_ body: (inout Value) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
     }
 }
