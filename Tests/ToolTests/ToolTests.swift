@@ -445,5 +445,13 @@ final class SliceToolTests: XCTestCase {
         XCTAssertTrue(r.stderr.contains("ratio") && r.stderr.contains("1.000×"), r.stderr)
         let bad = try runTool("evaluate", ["--model", tiny, "--compare", tiny])
         XCTAssertEqual(bad.status, 64, bad.stderr)
+        // Each model's peak memory, the compared one measured in a process of its own; its failure
+        // is one line naming it, with its exit code.
+        XCTAssertGreaterThan(mine["peak_rss_mb"] as? Double ?? 0, 0)
+        XCTAssertGreaterThan(other["peak_rss_mb"] as? Double ?? 0, 0)
+        let missing = try runTool("evaluate", ["--model", tiny, "--report", "--compare", "/nonexistent/dense.st"])
+        XCTAssertEqual(missing.status, 66, missing.stderr)
+        XCTAssertEqual(missing.stderr.split(separator: "\n").count, 1, missing.stderr)
+        XCTAssertTrue(missing.stderr.hasPrefix("evaluate: --compare /nonexistent/dense.st: "), missing.stderr)
     }
 }
