@@ -55,15 +55,10 @@ public enum BLAS {
     public static func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,
                              a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                              beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        _ = current  // make sure the thread count was applied before the first call
-        if M == 0 || N == 0 { return }
-        if K == 0 {
-            scaleRows(c, M: M, N: N, ldc: ldc, beta: beta)
-            return
-        }
-        if M == 1 {
+        if M == 1 && N > 0 && K > 0 {
             // One row (decoding): a matrix–vector product reads b once; sgemm would first copy
             // (pack) all of it.
+            _ = current
             splitProduct(M: 1, N: N, K: K) { _, columns in
                 let j0 = columns.lowerBound
                 cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
@@ -72,19 +67,23 @@ public enum BLAS {
             }
             return
         }
-        splitProduct(M: M, N: N, K: K) { rows, columns in
-            let (ao, bo, co) = blockOffsets(rows, columns, transA: transA, transB: transB, lda: lda, ldb: ldb, ldc: ldc)
-            cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                        Int32(rows.count), Int32(columns.count), Int32(K), alpha, a + ao, Int32(lda), b + bo, Int32(ldb),
-                        beta, c + co, Int32(ldc))
-        }
+        product(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
     }
 
     /// The same as `sgemm` in Double.
     public static func dgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Double,
                              a: UnsafePointer<Double>, lda: Int, b: UnsafePointer<Double>, ldb: Int,
                              beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int) {
-        _ = current
+        product(transA: transA, transB: transB, M: M, N: N, K: K, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb,
+                beta: beta, c: c, ldc: ldc)
+    }
+
+    /// sgemm and dgemm: empty sizes, then the product cut among the workers.
+    private static func product<S: GemmScalar>(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: S,
+                                               a: UnsafePointer<S>, lda: Int, b: UnsafePointer<S>, ldb: Int,
+                                               beta: S, c: UnsafeMutablePointer<S>, ldc: Int) {
+        _ = current  // make sure the thread count was applied before the first call
         if M == 0 || N == 0 { return }
         if K == 0 {
             scaleRows(c, M: M, N: N, ldc: ldc, beta: beta)
@@ -92,9 +91,9 @@ public enum BLAS {
         }
         splitProduct(M: M, N: N, K: K) { rows, columns in
             let (ao, bo, co) = blockOffsets(rows, columns, transA: transA, transB: transB, lda: lda, ldb: ldb, ldc: ldc)
-            cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                        Int32(rows.count), Int32(columns.count), Int32(K), alpha, a + ao, Int32(lda), b + bo, Int32(ldb),
-                        beta, c + co, Int32(ldc))
+            S.gemm(transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+                   Int32(rows.count), Int32(columns.count), Int32(K), alpha, a + ao, Int32(lda), b + bo, Int32(ldb),
+                   beta, c + co, Int32(ldc))
         }
     }
 
@@ -213,3 +212,27 @@ func parallelChunks(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
         BLAS.inParallelRegion { body((count * i / chunks)..<(count * (i + 1) / chunks)) }
     }
 }
+
+/// Float and Double, for the one product code: their row-major cblas gemm.
+protocol GemmScalar: BinaryFloatingPoint {
+    static func gemm(_ transA: CBLAS_TRANSPOSE, _ transB: CBLAS_TRANSPOSE, _ M: Int32, _ N: Int32, _ K: Int32,
+                     _ alpha: Self, _ a: UnsafePointer<Self>, _ lda: Int32, _ b: UnsafePointer<Self>, _ ldb: Int32,
+                     _ beta: Self, _ c: UnsafeMutablePointer<Self>, _ ldc: Int32)
+}
+
+extension Float: GemmScalar {
+    static func gemm(_ tA: CBLAS_TRANSPOSE, _ tB: CBLAS_TRANSPOSE, _ M: Int32, _ N: Int32, _ K: Int32, _ alpha: Float,
+                     _ a: UnsafePointer<Float>, _ lda: Int32, _ b: UnsafePointer<Float>, _ ldb: Int32, _ beta: Float,
+                     _ c: UnsafeMutablePointer<Float>, _ ldc: Int32) {
+        cblas_sgemm(CblasRowMajor, tA, tB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+}
+
+extension Double: GemmScalar {
+    static func gemm(_ tA: CBLAS_TRANSPOSE, _ tB: CBLAS_TRANSPOSE, _ M: Int32, _ N: Int32, _ K: Int32, _ alpha: Double,
+                     _ a: UnsafePointer<Double>, _ lda: Int32, _ b: UnsafePointer<Double>, _ ldb: Int32, _ beta: Double,
+                     _ c: UnsafeMutablePointer<Double>, _ ldc: Int32) {
+        cblas_dgemm(CblasRowMajor, tA, tB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc)
+    }
+}
+
