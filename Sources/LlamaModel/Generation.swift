@@ -48,9 +48,14 @@ extension Runner {
         try keptLayers ?? (0..<config.numLayers).map { try model.layer($0) }
     }
 
-    /// Keeps every layer's weights in memory for the passes that follow (`windowNLL` and the rest
-    /// then read no layer from the model again).
-    public func keepLayers() throws { keptLayers = try loadLayers() }
+    /// Keeps every layer's weights, the final norm and the head in memory for the passes that
+    /// follow (`windowNLL`, `step` and the rest then read none of them from the model again: an
+    /// untied head read per token would be the whole head, dequantised, every token).
+    public func keepLayers() throws {
+        keptLayers = try loadLayers()
+        keptFinalNorm = try model.finalNorm()
+        keptHead = .some(try model.head())
+    }
 
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
     /// weights, loaded once) and returns the logits of the last one, [V].
@@ -86,6 +91,7 @@ extension Runner {
         guard needed <= rotary.maxPositions else {
             throw RunnerError("the prompt (\(prompt.count) tokens) and \(count) new tokens exceed the \(rotary.maxPositions) positions the model holds")
         }
+        try keepLayers()
         let layers = try loadLayers()
         let embedding = try model.embedding()
         let cache = KVCache(config: config, capacity: needed)

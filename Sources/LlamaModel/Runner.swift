@@ -15,9 +15,12 @@ public final class Runner {
     /// efficient when windows are short.
     public var batchRows = 4096
     let rotary: RotaryTable
-    /// The decoder layers' weights when kept in memory (`keepLayers`) for runs that pass through
-    /// the layers many times; nil: every pass reads each layer from the model.
+    /// The decoder layers' weights, the final norm and an untied head when kept in memory
+    /// (`keepLayers`) for runs that pass through the model many times; nil: every pass reads them
+    /// from the model.
     public internal(set) var keptLayers: [LayerWeights]?
+    var keptFinalNorm: [Float]?
+    var keptHead: [Float]??
 
     public init(model: Model, maxPositions: Int) {
         self.model = model
@@ -83,8 +86,8 @@ public final class Runner {
     func head(_ x: Buffer, rows: Int, embedding: [Float], rowsPerChunk: Int = 256,
               _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
         let C = config.hiddenSize, V = config.vocabSize
-        let norm = try model.finalNorm()
-        let untied = try model.head()
+        let norm = try keptFinalNorm ?? model.finalNorm()
+        let untied = try keptHead ?? model.head()
         let weights = untied ?? embedding
         let chunk = max(1, min(rowsPerChunk, rows))  // one row when decoding: not 256 rows of logits
         let normed = Buffer(count: chunk * C)
