@@ -110,8 +110,7 @@ public struct PerplexityWindows {
                 dumpTokens: String? = nil, metadata: [String: String] = [:]) throws {
         let text = try dataset.text()
         guard !text.isEmpty else { throw DatasetError(.badData, "\(dataset.name): the text is empty") }
-        guard let json = model.tokenizerJSON else { throw DatasetError(.badData, "\(model.path): the model has no tokenizer") }
-        let tokenizer = try Tokenizer(json: Data(json.utf8))
+        let tokenizer = try model.tokenizer()
         name = dataset.name
         stream = TokenStream(text: text, tokenizer: tokenizer)
         if let dumpTokens {

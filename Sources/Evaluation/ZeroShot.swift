@@ -360,8 +360,7 @@ public struct ZeroShotReport: Sendable {
 public func evaluateZeroShot(model: Model, tasks: [ZeroShotTask], limit: Int?,
                              dataDirectory: String = EvaluationDataset.dataDirectory(),
                              progress: ((ZeroShotTask, Int, Int) -> Void)? = nil) throws -> ZeroShotReport {
-    guard let json = model.tokenizerJSON else { throw DatasetError(.badData, "\(model.path): the model has no tokenizer") }
-    let tokenizer = try Tokenizer(json: Data(json.utf8))
+    let tokenizer = try model.tokenizer()
     let items = try tasks.map { try zeroShotItems($0, dataDirectory: dataDirectory, limit: limit) }
     let runner = Runner(model: model, maxPositions: model.config.maxPositionEmbeddings)
     var results: [(task: ZeroShotTask, result: ZeroShotResult)] = []

@@ -208,9 +208,7 @@ func parallelChunks(_ count: Int, grain: Int, _ body: (Range<Int>) -> Void) {
         if count > 0 { body(0..<count) }
         return
     }
-    DispatchQueue.concurrentPerform(iterations: chunks) { i in
-        BLAS.inParallelRegion { body((count * i / chunks)..<(count * (i + 1) / chunks)) }
-    }
+    BLAS.parallelBlocks(chunks) { i in body((count * i / chunks)..<(count * (i + 1) / chunks)) }
 }
 
 /// Float and Double, for the one product code: their row-major cblas gemm.

@@ -49,10 +49,7 @@ extension Model {
                 throw TensorIOError.badData("\(self.path): layer \(l) has no heads but an o_proj bias, which llama.cpp's deci graph ignores (keep at least one KV group: allocate --min-keep)")
             }
         }
-        guard let json = tokenizerJSON else {
-            throw TensorIOError.badData("\(self.path): the model has no tokenizer to write into the GGUF")
-        }
-        let tokenizer = try Tokenizer(json: Data(json.utf8))
+        let tokenizer = try tokenizer(for: "to write into the GGUF")
         var meta: [(String, GGUFValue)] = [
             ("general.architecture", .string(arch)),
             ("general.name", .string(URL(fileURLWithPath: self.path).deletingPathExtension().lastPathComponent)),

@@ -1,5 +1,6 @@
 import Foundation
 import TensorIO
+import Tokenization
 
 /// Where a model's tensors come from, by Hugging Face name. Random-access stores answer in any
 /// order; a stream (a model file on standard input) only in file order, which is the order in
@@ -161,3 +162,15 @@ extension LlamaConfig {
         return total
     }
 }
+
+extension Model {
+    /// The model's tokenizer (from the tokenizer.json it carries); a model without one is bad data
+    /// for every use that needs text, named by `purpose` in the message.
+    public func tokenizer(for purpose: String = "") throws -> Tokenizer {
+        guard let json = tokenizerJSON else {
+            throw TensorIOError.badData("\(path): the model has no tokenizer\(purpose.isEmpty ? "" : " " + purpose)")
+        }
+        return try Tokenizer(json: Data(json.utf8))
+    }
+}
+

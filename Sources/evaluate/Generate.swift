@@ -30,8 +30,7 @@ struct GenerationOptions: ParsableArguments {
 
 extension Evaluate {
     func generate(_ model: Model, prompt: String) throws {
-        guard let json = model.tokenizerJSON else { throw UsageError("\(model.path): the model has no tokenizer") }
-        let tokenizer = try Tokenizer(json: Data(json.utf8))
+        let tokenizer = try model.tokenizer()
         let ids = tokenizer.encode(prompt, addSpecialTokens: true)
         let context = model.config.maxPositionEmbeddings, g = generation
         guard !ids.isEmpty else { throw UsageError("--generate: the prompt encodes to no tokens") }

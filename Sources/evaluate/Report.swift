@@ -42,11 +42,12 @@ extension Evaluate {
         process.standardOutput = output
         process.standardError = errors
         do { try process.run() } catch { throw TensorIOError.io("--compare: cannot run evaluate: \(error)") }
-        // Standard error drains on a thread of its own so that neither pipe can fill and stall the child.
-        let drained = ErrorDrain(errors.fileHandleForReading)
+        // The child's standard error is its table or one error line, far below a pipe's 64 KiB, so
+        // reading standard output first cannot stall it.
         let data = output.fileHandleForReading.readDataToEndOfFile()
+        let messages = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        let lastLine = drained.wait().split(separator: "\n").last.map(String.init) ?? ""
+        let lastLine = messages.split(separator: "\n").last.map(String.init) ?? ""
         guard process.terminationReason == .exit, process.terminationStatus == 0 else {
             let kind: FailureKind = switch process.terminationStatus {
             case FailureKind.usage.exitCode: .usage
@@ -69,22 +70,4 @@ extension Evaluate {
 struct ReportBody: Codable {
     var model: SpeedReport
     var compare: SpeedReport?
-}
-
-/// Reads a pipe to its end on another thread.
-final class ErrorDrain: @unchecked Sendable {
-    private var text = ""
-    private let done = DispatchSemaphore(value: 0)
-
-    init(_ handle: FileHandle) {
-        Thread.detachNewThread { [self] in
-            text = String(decoding: handle.readDataToEndOfFile(), as: UTF8.self)
-            done.signal()
-        }
-    }
-
-    func wait() -> String {
-        done.wait()
-        return text
-    }
 }
