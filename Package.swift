@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependency order (enforced by the targets below; each module imports only modules to its left):
-//   _CZstd, _COpenBLAS  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
+//   _CZstd, _COpenBLAS, _CSpin  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
 //   →  Pruning;  ToolSupport (options, progress, errors) stands on TensorIO and Kernels only; each tool
 //   (Sources/<tool>/main.swift) depends on ToolSupport and the library modules it calls.
 //
@@ -34,7 +34,8 @@ let package = Package(
         .systemLibrary(name: "_CZstd", pkgConfig: "libzstd"),
         .systemLibrary(name: "_COpenBLAS", pkgConfig: "openblas"),
         .target(name: "TensorIO", dependencies: ["_CZstd"], swiftSettings: fast),
-        .target(name: "Kernels", dependencies: ["_COpenBLAS"], swiftSettings: fast),
+        .target(name: "_CSpin"),
+        .target(name: "Kernels", dependencies: ["_COpenBLAS", "_CSpin"], swiftSettings: fast),
         .target(name: "Tokenization", dependencies: ["TensorIO"], swiftSettings: fast),
         .target(name: "LlamaModel", dependencies: ["TensorIO", "Kernels", "Tokenization"],
                 swiftSettings: fast),

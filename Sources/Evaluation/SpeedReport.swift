@@ -52,7 +52,7 @@ public struct SpeedReport: Codable, Sendable {
     /// Measures `model` (at `path`) with its layers loaded once: prefill over `windows` windows of
     /// each length after an untimed warm-up window, and decoding `steps` tokens after each context
     /// (speed does not depend on which ids: a fixed pattern).
-    public static func measure(_ model: Model, path: String, windows: Int = 2, steps: Int = 32) throws -> SpeedReport {
+    public static func measure(_ model: Model, path: String, windows: Int = 2, steps: Int = 64) throws -> SpeedReport {
         let c = model.config
         let tokens = (0..<4096).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
         let runner = Runner(model: model, maxPositions: max(2048, 1024 + steps))

@@ -65,12 +65,8 @@ func runItems(_ count: Int, workers: Int, _ run: (Int, Int) -> Void) {
         return
     }
     let next = ItemCounter()
-    withoutActuallyEscaping(run) { run in
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            BLAS.inParallelRegion {
-                while let i = next.take(below: count) { run(i, w) }
-            }
-        }
+    BLAS.parallelBlocks(workers) { w in
+        while let i = next.take(below: count) { run(i, w) }
     }
 }
 

@@ -4,7 +4,7 @@
 //   linear:  x: [T, C]; w: [F, C] (PyTorch nn.Linear weight layout); y: [T, F]
 //   sgemm:   c: [M, N] = alpha · op(a)[M, K] · op(b)[K, N] + beta · c
 //
-// Threads: every parallel region is ours (libdispatch), and OpenBLAS runs single-threaded inside
+// Threads: every parallel region is ours (`WorkerPool`), and OpenBLAS runs single-threaded inside
 // it. A product is split into blocks of whole rows of c (or, when c has few rows, whole columns)
 // that the workers compute with single-threaded calls. OpenBLAS's own threads are used only for
 // LAPACK (`withLibraryThreads`): after each call they spin on sched_yield for a long while (its
@@ -162,14 +162,34 @@ public enum BLAS {
          rows.lowerBound * ldc + columns.lowerBound)
     }
 
-    /// Runs blocks 0..<count concurrently on our workers, marked as inside a parallel region.
-    static func parallelBlocks(_ count: Int, _ body: (Int) -> Void) {
-        if count <= 1 {
-            if count == 1 { body(0) }
+    /// Runs blocks 0..<count concurrently on our workers (`WorkerPool`), marked as inside a
+    /// parallel region; inside one already, or with one thread, they run in turn on this thread.
+    /// Which thread runs a block varies from call to call: a block's result must not depend on it.
+    public static func parallelBlocks(_ count: Int, _ body: (Int) -> Void) {
+        if count <= 1 || isSplitting || current == 1 {
+            for i in 0..<count { inParallelRegion { body(i) } }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: count) { i in inParallelRegion { body(i) } }
+        let workers = pool()
+        inParallelRegion { workers.run(count, body) }
     }
+
+    /// The pool of threads − 1 workers, made when first needed and again when the count changes.
+    private static func pool() -> WorkerPool {
+        poolLock.lock()
+        defer { poolLock.unlock() }
+        if let p = currentPool, p.workerCount == current - 1 { return p }
+        currentPool?.shutDown()
+        let p = WorkerPool(workers: current - 1)
+        currentPool = p
+        return p
+    }
+
+    nonisolated(unsafe) private static var currentPool: WorkerPool?
+    private static let poolLock = NSLock()
+
+    /// Marks a pool worker as inside a parallel region for its whole life.
+    static func markWorkerThread() { pthread_setspecific(regionKey, UnsafeRawPointer(bitPattern: 1)) }
 
     /// Whether the calling thread is inside one of our parallel regions (where a product is not
     /// split again).

@@ -54,63 +54,25 @@ public func cachedAttention(q: UnsafePointer<Float>, keys: UnsafePointer<Float>,
 }
 
 /// One new row (decoding) over L cached positions: the same arithmetic without sgemm, which would
-/// copy (pack) every cached key and value first. Per KV group, each cached key is read once for the
-/// group's rep query heads (scores = scale · q·k, as sgemm's alpha applies it), then the softmax of
-/// each head's row, then out_h = Σ_t p_t · v_t. The groups run on the workers when the cache is long.
+/// copy (pack) every cached key and value first. Per query head h of KV group g: scores =
+/// scale · keys[0..<L, g, :] · q_h (a matrix–vector product, the cache read in place at its
+/// stride), the softmax of the row, then out_h = values[0..<L, g's columns]ᵀ · p. The heads run on
+/// the workers unless the cache is short.
 private func singleRowAttention(q: UnsafePointer<Float>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                                 out: UnsafeMutablePointer<Float>, L: Int, H: Int, Hkv: Int, D: Int,
                                 layout: ValueLayout, scale: Float) {
     let rep = H / Hkv, VW = layout.rowCount
     let scores = UnsafeMutablePointer<Float>.allocate(capacity: H * L)
     defer { scores.deallocate() }
-    let workers = L * H * D >= 1 << 18 ? min(BLAS.threads, Hkv) : 1
-    runItems(Hkv, workers: workers) { g, _ in
-        let s = scores + g * rep * L
-        for t in 0..<L {
-            let k = keys + (t * Hkv + g) * D
-            for j in 0..<rep {
-                let qh = q + (g * rep + j) * D
-                var acc: Float = 0
-                var d = 0
-                var v = SIMD16<Float>()
-                while d + 16 <= D {
-                    v += UnsafeRawPointer(qh + d).loadUnaligned(as: SIMD16<Float>.self)
-                        * UnsafeRawPointer(k + d).loadUnaligned(as: SIMD16<Float>.self)
-                    d += 16
-                }
-                acc = v.sum()
-                while d < D { acc += qh[d] * k[d]; d += 1 }
-                s[j * L + t] = acc * scale
-            }
-        }
-        for j in 0..<rep { softmaxRow(s + j * L, valid: L, total: L) }
+    let workers = L * H * D >= 1 << 15 ? min(BLAS.threads, H) : 1
+    runItems(H, workers: workers) { h, _ in
+        let g = h / rep, s = scores + h * L
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(L), Int32(D), scale, keys + g * D, Int32(Hkv * D),
+                    q + h * D, 1, 0, s, 1)
+        softmaxRow(s, valid: L, total: L)
         let w = layout.widths[g]
         if w == 0 { return }
-        let v0 = values + layout.offsets[g]
-        for j in 0..<rep {
-            let o = out + layout.columns(ofHead: g * rep + j).lowerBound
-            let p = s + j * L
-            var c = 0
-            while c + 16 <= w {
-                // Two accumulators (even and odd positions): one would wait on the adder's latency.
-                var even = SIMD16<Float>(), odd = SIMD16<Float>()
-                var t = 0
-                while t + 2 <= L {
-                    even += p[t] * UnsafeRawPointer(v0 + t * VW + c).loadUnaligned(as: SIMD16<Float>.self)
-                    odd += p[t + 1] * UnsafeRawPointer(v0 + (t + 1) * VW + c).loadUnaligned(as: SIMD16<Float>.self)
-                    t += 2
-                }
-                if t < L { even += p[t] * UnsafeRawPointer(v0 + t * VW + c).loadUnaligned(as: SIMD16<Float>.self) }
-                UnsafeMutableRawPointer(o + c).storeBytes(of: even + odd, as: SIMD16<Float>.self)
-                c += 16
-            }
-            while c < w {
-                var acc: Float = 0
-                for t in 0..<L { acc += p[t] * v0[t * VW + c] }
-                o[c] = acc
-                c += 1
-            }
-        }
+        cblas_sgemv(CblasRowMajor, CblasTrans, Int32(L), Int32(w), 1, values + layout.offsets[g], Int32(VW),
+                    s, 1, 0, out + layout.columns(ofHead: h).lowerBound, 1)
     }
 }
-
