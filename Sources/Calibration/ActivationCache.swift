@@ -18,8 +18,10 @@ public struct ActivationCache {
     public let element: DType
     let key: [String: String]
 
+    /// `variant`: what else the cached inputs depend on — "one-pass" (the dense model's states), or
+    /// the recipe of a sequential run (the states of the layers it pruned).
     public init(directory: String, element: DType, fingerprint: String, windows: CalibrationWindows,
-                range: Range<Int>, batchWindows: Int) throws {
+                range: Range<Int>, batchWindows: Int, variant: String = "one-pass") throws {
         guard element == .F32 || element == .BF16 else {
             throw CalibrationError("--cache-dtype must be f32 or bf16", kind: .usage)
         }
@@ -27,7 +29,7 @@ public struct ActivationCache {
         self.element = element
         key = ["fingerprint": fingerprint, "windows_sha256": windows.sha256,
                "window_range": "\(range.lowerBound)-\(range.upperBound)", "batch_windows": "\(batchWindows)",
-               "seqlen": "\(windows.length)"]
+               "seqlen": "\(windows.length)", "variant": variant]
         do {
             try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
         } catch {
@@ -40,6 +42,23 @@ public struct ActivationCache {
 
     private func matches(_ file: TensorFile) -> Bool {
         key.allSatisfy { file.metadata[$0.key] == $0.value }
+    }
+
+    /// Refuses a folder holding another run's files (for a sequential run, whose cached states
+    /// depend on its recipe: reusing or overwriting another's would be silently wrong or lossy),
+    /// naming what differs.
+    public func refuseOthers(layers L: Int) throws {
+        let names = ["fingerprint": "another model", "windows_sha256": "other windows", "window_range": "another window range",
+                     "batch_windows": "another batching", "seqlen": "another window length",
+                     "variant": "another pruning recipe (or a one-pass run)"]
+        for l in 0..<L {
+            for path in [inputPath(l), statsPath(l)] where FileManager.default.fileExists(atPath: path) {
+                let file = try TensorStreamReader(path: path)  // the header only
+                if let differing = key.keys.sorted().first(where: { file.metadata[$0] != key[$0] }) {
+                    throw CalibrationError("\(path): the cache holds \(names[differing] ?? differing)'s states (\(differing) differs); give another --cache folder or remove this one", kind: .usage)
+                }
+            }
+        }
     }
 
     /// The cached input of layer l, if there is one for these windows (any element type).

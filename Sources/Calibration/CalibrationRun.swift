@@ -22,6 +22,8 @@ public struct CalibrationRequest {
     public var cacheDType = DType.F32
     /// Every layer's statistics from the cached inputs.
     public var fromCache = false
+    /// Sequential calibration: each layer pruned by this as soon as its statistics are complete.
+    public var pruner: LayerPruner?
 
     public init(source: CalibrationSource) { self.source = source }
 }
@@ -80,16 +82,25 @@ extension Calibrator {
                  "sha256": windows.sha256]) { $1 })
         }
         let fingerprint = try model.fingerprint()
+        if request.pruner != nil && (request.fromCache || request.shard != nil) {
+            throw CalibrationError("--sequential runs every window through every layer in turn: not with --from-cache or --shard", kind: .usage)
+        }
         let activationCache = try request.cache.map {
             try ActivationCache(directory: $0, element: request.cacheDType, fingerprint: fingerprint, windows: windows,
-                                range: calibrator.range, batchWindows: calibrator.batchWindows)
+                                range: calibrator.range, batchWindows: calibrator.batchWindows,
+                                variant: request.pruner.map { "sequential " + $0.settings } ?? "one-pass")
         }
-        let meta = calibrator.metadata(fingerprint: fingerprint, source: request.source, seed: request.seed)
+        var meta = calibrator.metadata(fingerprint: fingerprint, source: request.source, seed: request.seed)
             .merging(metadata) { $1 }
+        if let pruner = request.pruner { meta["sequential"] = pruner.settings }
         let writer = try StatisticsFile.writer(path: output, config: model.config, layout: calibrator.layout, metadata: meta)
         let start = Date()
         try writer.complete {
-            try calibrator.run(into: writer, cache: activationCache, fromCache: request.fromCache, progress: progress)
+            if let pruner = request.pruner {
+                try calibrator.runSequential(into: writer, pruner: pruner, cache: activationCache, progress: progress)
+            } else {
+                try calibrator.run(into: writer, cache: activationCache, fromCache: request.fromCache, progress: progress)
+            }
         }
         return CalibrationSummary(windows: calibrator.range.count, length: windows.length, mode: windows.mode,
                                   seconds: Date().timeIntervalSince(start))

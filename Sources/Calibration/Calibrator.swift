@@ -2,6 +2,17 @@ import Foundation
 import LlamaModel
 import TensorIO
 
+/// Prunes each layer as soon as its statistics are complete (`calibrate --sequential`), so that
+/// the next layer's statistics are those of the pruned layers' outputs.
+public protocol LayerPruner: AnyObject {
+    /// What the pruning depends on besides the model and the windows (part of the cache's key).
+    var settings: String { get }
+    /// Layer l pruned, from its dense weights and its statistics, and the configuration of the
+    /// model pruned so far (layer l's widths as pruned). Called once per layer, in order.
+    func prune(layer l: Int, weights: LayerWeights, statistics: any StatisticsSource) throws
+        -> (weights: LayerWeights, config: LlamaConfig)
+}
+
 /// One calibration run: the dense model over the windows, layer by layer, every layer's
 /// statistics written to the output as soon as the layer is done (so that Gram matrices of
 /// all layers are never in memory together).
@@ -173,5 +184,82 @@ public struct Calibrator {
                                      current = LayerStatistics(layer: l + 1, config: c, layout: layout, windowLength: T)
                                  }
                              })
+    }
+
+    /// Sequential calibration: layer l's statistics are measured on the outputs of layers
+    /// 0 ..< l as `pruner` pruned them. Per layer: the dense layer runs on a copy of its input,
+    /// batch by batch, for the statistics (its outputs are discarded), the pruner prunes it, and
+    /// the pruned layer runs on the input in place, making the next layer's input.
+    ///
+    /// With a cache (keyed by the pruner's settings too): a rerun copies the statistics of the
+    /// layers already done, has the pruner replay its decisions from them, and resumes from the
+    /// last cached input; a cache of another model, windows or recipe is refused.
+    public func runSequential(into writer: TensorFileWriter, pruner: LayerPruner, cache: ActivationCache? = nil,
+                              progress: ((Int) -> Void)? = nil) throws {
+        guard layout.complete else {
+            throw CalibrationError("--sequential cannot run on a shard: every layer must be pruned from the statistics of all windows", kind: .usage)
+        }
+        let c = model.config, T = windows.length, L = c.numLayers, C = c.hiddenSize
+        let runner = Runner(model: model, maxPositions: T)
+        runner.batchRows = batchWindows * T
+        let rows = range.count * T
+        let settings = self.settings + ";sequential=" + pruner.settings
+        let all = layout.entries(c)
+        func entries(_ l: Int) -> [TensorEntry] { all.filter { $0.name.hasPrefix("model.layers.\(l).") } }
+
+        // Resume: the longest run of layers with cached statistics whose last input is cached too.
+        var first = 0
+        var resumeInput: [Float]?
+        if let cache {
+            try cache.refuseOthers(layers: L)
+            while first < L, try cache.statistics(first, settings: settings) != nil { first += 1 }
+            if first < L {
+                while first > 0 {
+                    if let values = try cache.input(first, count: rows * C) { resumeInput = values; break }
+                    first -= 1
+                }
+            }
+            for l in 0..<first {
+                let file = try cache.statistics(l, settings: settings)!
+                for e in entries(l) {
+                    guard let have = file.header.entry(e.name), have.dtype == e.dtype, have.shape == e.shape else {
+                        throw CalibrationError("\(cache.statsPath(l)): \(e.name) does not match the settings; remove the cache folder")
+                    }
+                    try file.withBytes(e.name) { try writer.write(e.name, bytes: $0) }
+                }
+                _ = try pruner.prune(layer: l, weights: try model.layer(l),
+                                     statistics: StatisticsFile(statistics: file, path: cache.statsPath(l), windows: layout.windows))
+                progress?(l + 1)
+            }
+        }
+        guard first < L else { return }
+        let x: Buffer
+        if let values = resumeInput {
+            x = Buffer(count: rows * C)
+            values.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress!, count: rows * C) }
+        } else {
+            let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
+            x = try runner.embed(ids, embedding: try model.embedding())
+        }
+        for l in first..<L {
+            let w = try model.layer(l)
+            let stats = LayerStatistics(layer: l, config: c, layout: layout, windowLength: T)
+            try runner.runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: false,
+                                events: { stats.observe($0) })
+            try stats.write(to: writer, layout: layout)
+            let (pruned, prunedConfig) = try pruner.prune(
+                layer: l, weights: w, statistics: LayerStatisticsSource(stats, layout: layout, path: "layer \(l)'s statistics"))
+            if l + 1 < L {
+                try runner.runLayer(pruned, config: prunedConfig, layer: l, x: x, rows: rows, windowLength: T, events: nil)
+            }
+            if let cache {
+                // The next input first, then the statistics: a layer counts as done only with both.
+                if l + 1 < L { try cache.storeInput(l + 1, x.pointer, count: rows * C) }
+                let sw = try cache.statisticsWriter(l, entries: entries(l), settings: settings)
+                try stats.write(to: sw, layout: layout)
+                try sw.finish()
+            }
+            progress?(l + 1)
+        }
     }
 }

@@ -311,6 +311,26 @@ public final class LayerStatistics {
         }
     }
 
+    /// The fields as the statistics file holds them (`write`): the fluctuation of a complete run,
+    /// the Gram matrix rounded to the layout's dtype.
+    func field(_ p: StatPoint, _ field: PointField, layout: StatisticsLayout) -> [Double]? {
+        let s = points[p]!
+        switch field {
+        case .count: return [Double(s.count)]
+        case .sum: return s.sum
+        case .sumsq: return s.sumsq
+        case .gram:
+            guard layout.gramPoints.contains(p), let g = s.symmetrisedGram() else { return nil }
+            return layout.gramDType == .F32 ? g.map { Double(Float($0)) } : g
+        case .fluctuation:
+            guard p.hasFluctuation, layout.complete else { return nil }
+            return flapFluctuation(windowSum: s.windowSum!, windowSumsq: s.windowSumsq!, windows: layout.windows,
+                                   windowLength: windowLength, width: s.width)
+        case .windowSum: return layout.complete ? nil : s.windowSum
+        case .windowSumsq: return layout.complete ? nil : s.windowSumsq
+        }
+    }
+
     /// Writes this layer's tensors, in the layout's order.
     func write(to writer: TensorFileWriter, layout: StatisticsLayout) throws {
         let l = layer
@@ -319,13 +339,9 @@ public final class LayerStatistics {
             try writer.write(StatNames.point(l, p, .count), integers: [Int(s.count)])
             try writer.write(StatNames.point(l, p, .sum), doubles: s.sum)
             try writer.write(StatNames.point(l, p, .sumsq), doubles: s.sumsq)
-            if layout.gramPoints.contains(p) {
-                try writer.write(StatNames.point(l, p, .gram), doubles: s.symmetrisedGram()!)
-            }
+            if let g = field(p, .gram, layout: layout) { try writer.write(StatNames.point(l, p, .gram), doubles: g) }
             if p.hasFluctuation {
-                if layout.complete {
-                    let f = flapFluctuation(windowSum: s.windowSum!, windowSumsq: s.windowSumsq!,
-                                            windows: layout.windows, windowLength: windowLength, width: s.width)
+                if let f = field(p, .fluctuation, layout: layout) {
                     try writer.write(StatNames.point(l, p, .fluctuation), doubles: f)
                 } else {
                     try writer.write(StatNames.point(l, p, .windowSum), doubles: s.windowSum!)
@@ -339,4 +355,40 @@ public final class LayerStatistics {
         try writer.write(StatNames.block(l, .mseSum), doubles: [block.mseSum])
         try writer.write(StatNames.block(l, .maeSum), doubles: [block.maeSum])
     }
+}
+
+/// One layer's statistics in memory, read as the statistics file will hold them.
+public struct LayerStatisticsSource: StatisticsSource {
+    public let statistics: LayerStatistics
+    public let layout: StatisticsLayout
+    public let path: String
+
+    public init(_ statistics: LayerStatistics, layout: StatisticsLayout, path: String) {
+        self.statistics = statistics
+        self.layout = layout
+        self.path = path
+    }
+
+    func values(_ l: Int, _ p: StatPoint, _ f: PointField) throws -> [Double]? {
+        guard l == statistics.layer else {
+            throw StatisticsFileError("\(path): layer \(l) asked of layer \(statistics.layer)'s statistics")
+        }
+        return statistics.field(p, f, layout: layout)
+    }
+
+    public func point(_ l: Int, _ p: StatPoint, _ field: PointField, width: Int) throws -> [Double] {
+        guard let v = try values(l, p, field) else {
+            throw StatisticsFileError("\(path): \(StatNames.point(l, p, field)) is not collected")
+        }
+        guard v.count == width else {
+            throw StatisticsFileError("\(path): layer \(l) statistics at \(p.shortName) have \(v.count) channels, the model \(width)")
+        }
+        return v
+    }
+
+    public func count(_ l: Int, _ p: StatPoint) throws -> Int { Int(try values(l, p, .count)![0]) }
+
+    public func windows() throws -> Int { layout.windows }
+
+    public func gram(_ l: Int, _ p: StatPoint) throws -> [Double]? { try values(l, p, .gram) }
 }

@@ -13,7 +13,22 @@ public struct StatisticsFileError: BadDataError {
     public init(_ message: String) { self.message = message }
 }
 
-public final class StatisticsFile {
+/// What scoring and restoring read of one layer's statistics: a statistics file, or a layer's
+/// statistics still in memory (`calibrate --sequential` prunes each layer as soon as it has them).
+/// `path` names the source in messages.
+public protocol StatisticsSource {
+    var path: String { get }
+    /// The number of calibration windows N.
+    func windows() throws -> Int
+    /// A point's field of `width` channels (the width the model says it has).
+    func point(_ l: Int, _ p: StatPoint, _ field: PointField, width: Int) throws -> [Double]
+    /// Tokens seen at a point.
+    func count(_ l: Int, _ p: StatPoint) throws -> Int
+    /// XᵀX at a point (as stored: rounded to the file's Gram dtype), nil when not collected.
+    func gram(_ l: Int, _ p: StatPoint) throws -> [Double]?
+}
+
+public final class StatisticsFile: StatisticsSource {
     public let path: String
     public let file: TensorFile
     public var metadata: [String: String] { file.metadata }
@@ -25,6 +40,17 @@ public final class StatisticsFile {
         if let problem = formatMismatch(file.metadata, expected: StatNames.format, path: path, noun: "statistics") {
             throw StatisticsFileError(problem)
         }
+    }
+
+    /// The window count of a source whose metadata does not hold it.
+    private var knownWindows: Int?
+
+    /// A tensor file of statistics tensors without the format's metadata (a cached layer's), over
+    /// `windows` windows.
+    init(statistics file: TensorFile, path: String, windows: Int) {
+        self.path = path
+        self.file = file
+        knownWindows = windows
     }
 
     /// A shard's indices ("0,2"), nil for a complete file.
@@ -46,6 +72,7 @@ public final class StatisticsFile {
 
     /// The number of calibration windows N.
     public func windows() throws -> Int {
+        if let knownWindows { return knownWindows }
         guard let n = Int(metadata["samples"] ?? ""), n >= 1 else {
             throw StatisticsFileError("\(path): metadata samples is missing or invalid")
         }

@@ -64,20 +64,39 @@ public final class Runner {
                           events: ((Int, LayerEvent) throws -> Void)?,
                           layerDone: ((Int) throws -> Void)? = nil) throws {
         let scratch = BlockScratch()
-        let batch = max(T, batchRows / T * T)
-        let C = config.hiddenSize
         for l in layers {
-            let w = try keptLayers?[l] ?? model.layer(l)
-            for start in stride(from: 0, to: rows, by: batch) {
-                let R = min(batch, rows - start)
-                let rowsPointer = x.pointer + start * C
-                try events?(l, .blockInput(rows: rowsPointer, first: start, count: R))
-                try runBlock(w, x: rowsPointer, rows: R, layout: .windows(length: T), config: config, layer: l,
-                             rotary: rotary, scratch: scratch,
-                             observe: events.map { f in { try f(l, .tap($0, first: start)) } })
-                try events?(l, .blockOutput(rows: rowsPointer, first: start, count: R))
-            }
+            try runLayer(try keptLayers?[l] ?? model.layer(l), config: config, layer: l, x: x, rows: rows, windowLength: T,
+                         scratch: scratch, events: events.map { f in { try f(l, $0) } })
             try layerDone?(l)
+        }
+    }
+
+    /// Runs decoder block `w` — layer l of configuration `c`, whose widths may differ from the
+    /// model's (a layer just pruned) — over x[rows, C] in batches of whole windows, in place; with
+    /// `inPlace` false each batch runs on a copy and x is left as it was (a pass whose outputs
+    /// only the observer sees). `events` as in `runLayers`.
+    public func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
+                         inPlace: Bool = true, events: ((LayerEvent) throws -> Void)?) throws {
+        try runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: inPlace, scratch: BlockScratch(),
+                     events: events)
+    }
+
+    func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
+                  inPlace: Bool = true, scratch: BlockScratch, events: ((LayerEvent) throws -> Void)?) throws {
+        let batch = max(T, batchRows / T * T)
+        let C = c.hiddenSize
+        let copy = inPlace ? nil : Buffer(count: min(batch, rows) * C)
+        for start in stride(from: 0, to: rows, by: batch) {
+            let R = min(batch, rows - start)
+            var rowsPointer = x.pointer + start * C
+            if let copy {
+                copy.pointer.update(from: rowsPointer, count: R * C)
+                rowsPointer = copy.pointer
+            }
+            try events?(.blockInput(rows: rowsPointer, first: start, count: R))
+            try runBlock(w, x: rowsPointer, rows: R, layout: .windows(length: T), config: c, layer: l,
+                         rotary: rotary, scratch: scratch, observe: events.map { f in { try f(.tap($0, first: start)) } })
+            try events?(.blockOutput(rows: rowsPointer, first: start, count: R))
         }
     }
 

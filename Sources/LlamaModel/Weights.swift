@@ -27,6 +27,19 @@ public struct LayerWeights: Sendable {
     public var up: Linear  // [F, C]
     public var down: Linear  // [C, F]
 
+    public init(inputNorm: [Float], q: Linear, k: Linear, v: Linear, o: Linear, postAttentionNorm: [Float],
+                gate: Linear, up: Linear, down: Linear) {
+        self.inputNorm = inputNorm
+        self.q = q
+        self.k = k
+        self.v = v
+        self.o = o
+        self.postAttentionNorm = postAttentionNorm
+        self.gate = gate
+        self.up = up
+        self.down = down
+    }
+
     public func linear(_ p: Projection) -> Linear {
         switch p {
         case .q: return q

@@ -192,10 +192,13 @@ extension Allocation {
     /// The plan `options` give for the scores, as a plan file: the scored model's fingerprint,
     /// metric, configuration and biases, the options, and the fraction achieved.
     public static func plan(_ scores: ScoresFile, options: AllocationOptions) throws -> (plan: Plan, file: PlanFile) {
+        if let recipe = scores.metadata["stats_sequential"] {
+            try SequentialRecipe.requireSame(recorded: recipe, asked: options.metadata, source: scores.path, stage: "allocate")
+        }
         let plan = try allocate(shapes: scores.shapes, attention: scores.attention, mlp: scores.mlp,
                                 angular: scores.angular, options: options)
         var meta = options.metadata
-        for key in ["fingerprint", "metric", "config", "biases"] { meta[key] = scores.metadata[key] }
+        for key in ["fingerprint", "metric", "config", "biases", "stats_sequential"] { meta[key] = scores.metadata[key] }
         meta["achieved"] = String(format: "%.6f", plan.achieved)
         return (plan, PlanFile(layers: plan.layers, metadata: meta))
     }

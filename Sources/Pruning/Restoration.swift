@@ -186,6 +186,10 @@ extension Restoration {
         }
         try stats.requireComplete()
         try stats.requireModel(fingerprint: parent)
+        if let recipe = stats.metadata["sequential"] {
+            try SequentialRecipe.requireSame(recorded: recipe, asked: ["restore": method.rawValue, "damp": "\(damp)"],
+                                             source: stats.path, stage: "restore")
+        }
         let c = dense.config
         try plan.check(against: c)
         let addsBias = method != .lsq
@@ -237,8 +241,12 @@ extension Restoration {
     /// Compensates layer l's o_proj and down_proj for the columns the plan drops.
     static func restoreLayer(_ l: Int, dense: Model, stats: StatisticsFile, plan p: LayerPlan,
                              method: RestoreMethod, damp: Double) throws -> LayerRestoreReport {
-        let c = dense.config
-        let d = try dense.layer(l)
+        try restoreLayer(l, weights: try dense.layer(l), config: dense.config, stats: stats, plan: p, method: method, damp: damp)
+    }
+
+    /// The same from layer l's dense weights `d` and any source of its statistics.
+    public static func restoreLayer(_ l: Int, weights d: LayerWeights, config c: LlamaConfig, stats: any StatisticsSource,
+                                    plan p: LayerPlan, method: RestoreMethod, damp: Double) throws -> LayerRestoreReport {
         var results: [RestoreResult] = []
         for (projection, point) in consumers {
             let consumer = projection == .o ? d.o : d.down

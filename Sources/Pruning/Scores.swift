@@ -68,7 +68,7 @@ public struct LayerScores {
 
 public enum Scoring {
     /// The scores of layer l from its weights and the statistics file (N windows).
-    public static func score(_ metric: ScoreMetric, layer l: Int, weights w: LayerWeights, stats: StatisticsFile,
+    public static func score(_ metric: ScoreMetric, layer l: Int, weights w: LayerWeights, stats: any StatisticsSource,
                              windows N: Int) throws -> LayerScores {
         func consumerScores(_ p: StatPoint, _ weight: Linear, squared: Bool) throws -> [Double] {
             let cols = ColumnStats(weight)

@@ -116,6 +116,9 @@ public struct ScoresFile {
         let fingerprint = try model.fingerprint()
         try stats.requireModel(fingerprint: fingerprint)
         let N = try stats.windows()
+        if let recipe = stats.metadata["sequential"] {
+            try SequentialRecipe.requireSame(recorded: recipe, asked: ["metric": metric.rawValue], source: stats.path, stage: "score")
+        }
         let c = model.config
         var entries: [TensorEntry] = []
         for l in 0..<c.numLayers {
@@ -133,7 +136,7 @@ public struct ScoresFile {
         meta["formula"] = metric.formula
         meta["config"] = try c.jsonString()
         meta["biases"] = encodeBiases((0..<c.numLayers).map { l in Set(Projection.allCases.filter { model.hasBias(l, $0) }) })
-        for key in ["samples", "seqlen", "seed", "source", "windows_mode", "data_sha256", "windows_sha256"] {
+        for key in ["samples", "seqlen", "seed", "source", "windows_mode", "data_sha256", "windows_sha256", "sequential"] {
             meta["stats_" + key] = stats.metadata[key]
         }
         let writer = try TensorFileWriter(path: path, entries: entries, metadata: meta)

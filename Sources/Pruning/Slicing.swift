@@ -97,30 +97,38 @@ public enum Slicing {
     /// Expands head indices into their D rows.
     static func dims(_ heads: [Int], _ D: Int) -> [Int] { heads.flatMap { h in (h * D)..<((h + 1) * D) } }
 
-    /// The sliced tensors of layer l, by name, in the model's canonical layer order.
-    public static func layer(_ l: Int, weights w: LayerWeights, plan p: LayerPlan, config c: LlamaConfig)
-        -> [(String, [Float])]
-    {
+    /// Layer l's weights with the plan's rows and columns removed.
+    public static func slicedWeights(_ l: Int, weights w: LayerWeights, plan p: LayerPlan, config c: LlamaConfig) -> LayerWeights {
         let D = c.headDim
         let qDims = dims(p.keptHeads, D), kDims = dims(p.keptKVHeads, D), ch = p.keptChannels
         let vRows = p.keptValueRows(c.valueWidths(layer: l))
         let oColumns = keptAttentionColumns(p, config: c, layer: l)
-        var out: [(String, [Float])] = [(TensorNames.inputNorm(l), w.inputNorm)]
-        func add(_ proj: Projection, _ lin: Linear, rows keep: [Int]?, columns cols: [Int]?) {
+        func cut(_ lin: Linear, rows keep: [Int]?, columns cols: [Int]?) -> Linear {
             var weight = lin.weight
             if let keep { weight = rows(weight, width: lin.inFeatures, keep) }
             if let cols { weight = columns(weight, width: lin.inFeatures, cols) }
-            out.append((TensorNames.weight(l, proj), weight))
-            if let b = lin.bias { out.append((TensorNames.bias(l, proj), keep.map { $0.map { b[$0] } } ?? b)) }
+            let bias = lin.bias.map { b in keep.map { $0.map { b[$0] } } ?? b }
+            return Linear(weight: weight, bias: bias, outFeatures: keep?.count ?? lin.outFeatures,
+                          inFeatures: cols?.count ?? lin.inFeatures)
         }
-        add(.q, w.q, rows: qDims, columns: nil)
-        add(.k, w.k, rows: kDims, columns: nil)
-        add(.v, w.v, rows: vRows, columns: nil)
-        add(.o, w.o, rows: nil, columns: oColumns)
-        out.append((TensorNames.postAttentionNorm(l), w.postAttentionNorm))
-        add(.gate, w.gate, rows: ch, columns: nil)
-        add(.up, w.up, rows: ch, columns: nil)
-        add(.down, w.down, rows: nil, columns: ch)
+        return LayerWeights(inputNorm: w.inputNorm, q: cut(w.q, rows: qDims, columns: nil), k: cut(w.k, rows: kDims, columns: nil),
+                            v: cut(w.v, rows: vRows, columns: nil), o: cut(w.o, rows: nil, columns: oColumns),
+                            postAttentionNorm: w.postAttentionNorm, gate: cut(w.gate, rows: ch, columns: nil),
+                            up: cut(w.up, rows: ch, columns: nil), down: cut(w.down, rows: nil, columns: ch))
+    }
+
+    /// The sliced tensors of layer l, by name, in the model's canonical layer order.
+    public static func layer(_ l: Int, weights w: LayerWeights, plan p: LayerPlan, config c: LlamaConfig)
+        -> [(String, [Float])]
+    {
+        let s = slicedWeights(l, weights: w, plan: p, config: c)
+        var out: [(String, [Float])] = [(TensorNames.inputNorm(l), s.inputNorm)]
+        for proj in Projection.allCases {
+            if proj == .gate { out.append((TensorNames.postAttentionNorm(l), s.postAttentionNorm)) }
+            let lin = s.linear(proj)
+            out.append((TensorNames.weight(l, proj), lin.weight))
+            if let b = lin.bias { out.append((TensorNames.bias(l, proj), b)) }
+        }
         return out
     }
 }

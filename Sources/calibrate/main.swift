@@ -30,8 +30,17 @@ struct Run: ParsableCommand {
             accumulates it; per block the angular distance, cosine, MSE and MAE sums between input and \
             output hidden states (CFSP). docs/DESIGN.md describes the file.
 
+            --sequential: each layer's statistics are measured on the outputs of the layers before \
+            it as pruned by the recipe given here (--metric, --ratio, --structure UL-UM or UL-MM and \
+            allocate's other options, --restore): every layer is scored, allocated, sliced and restored \
+            as soon as its statistics are complete, then its pruned outputs feed the next layer. Then \
+            run score, allocate, slice and restore with the same settings on the statistics (they \
+            refuse others) to write the pruned model.
+
             Example:
               calibrate --model smollm2.st.zst --jsonl c4.jsonl.zst --samples 128 --seqlen 2048 -o stats.st.zst
+              calibrate --model smollm2.st.zst --jsonl c4.jsonl.zst --sequential --metric wanda-sp \
+                --ratio 0.2 --structure UL-UM -o stats.st.zst
             """)
 
     @OptionGroup var model: ModelOption
@@ -59,6 +68,8 @@ struct Run: ParsableCommand {
     @Flag(name: .long, help: "Compute every layer's statistics from the cached inputs (--cache), with no forward pass through earlier layers.")
     var fromCache = false
 
+    @OptionGroup(title: "Sequential pruning") var sequential: SequentialOptions
+
     @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions
 
@@ -81,6 +92,7 @@ struct Run: ParsableCommand {
             request.cacheDType = cacheDtype.lowercased() == "bf16" ? .BF16 : .F32
             request.fromCache = fromCache
             let model = try Model.open(self.model.model)
+            request.pruner = try sequential.pruner(model: model)
             let progress = Progress("calibrate", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             let run = try Calibrator.run(request, model: model, output: output.output, metadata: standardMetadata(tool: "calibrate"),
                                          note: { if !common.quiet { printError("calibrate: note: \($0)") } },
