@@ -1,7 +1,9 @@
 # Shared by the pipelines: arguments, the build, the dense model file, evaluation and the summary.
 # A pipeline sets NAME and defines run_pipeline (which writes "$out/pruned.st.zst"), then sources this.
 #   pipelines/NAME.sh [MODEL (default: SmolLM2 GGUF)] [RATIO (default 0.2)] [CALIBRATION JSONL (default: the C4 sample)]
-# Environment: OUT (output folder, default out/NAME-RATIO), SEQLENS (evaluation window lengths, default "2048 128"),
+# Environment: SEQUENTIAL (1: calibrate --sequential, each layer measured on the pruned outputs of the layers
+# before it; 0: one pass on the dense model; each pipeline's default is its paper's code's), OUT (output folder,
+# default out/NAME-RATIO, out/NAME-RATIO-seq or -onepass when SEQUENTIAL differs from the pipeline's default), SEQLENS (evaluation window lengths, default "2048 128"),
 # LIMIT (evaluate only the first N windows, default all; SEQLENS=none skips perplexity), TASKS (zero-shot
 # tasks for evaluate --tasks, e.g. "all"; default none), TASK_LIMIT (the first N items of each task), THREADS, CACHE (default out/cache: calibration
 # statistics and dense evaluations are kept there, keyed by the model file, the data file, the tool's binary and
@@ -13,7 +15,11 @@ model="${1:-}"
 ratio="${2:-0.2}"
 calib="${3:-$data/c4/c4-validation-sample-2k.jsonl.zst}"
 [[ -n "$model" ]] || model="$("$root/scripts/fetch-model.sh")"
-out="${OUT:-$root/out/$NAME-$ratio}"
+sequential="${SEQUENTIAL:-${SEQUENTIAL_DEFAULT:-0}}"
+[[ "$sequential" == 0 || "$sequential" == 1 ]] || { echo "SEQUENTIAL must be 0 or 1" >&2; exit 64; }
+suffix=""
+[[ "$sequential" == "${SEQUENTIAL_DEFAULT:-0}" ]] || suffix=$([[ "$sequential" == 1 ]] && echo -seq || echo -onepass)
+out="${OUT:-$root/out/$NAME-$ratio$suffix}"
 seqlens="${SEQLENS:-2048 128}"
 [[ "$seqlens" == none ]] && seqlens=""
 tasks="${TASKS:-}"
@@ -50,8 +56,14 @@ cached() {  # KEY OUTPUT COMMAND... : runs COMMAND (which writes OUTPUT) unless 
     if [[ "$cache" != none ]]; then cp "$output" "$cache/$key.tmp" && mv "$cache/$key.tmp" "$cache/$key"; fi
 }
 
+sequential_recipe() {  # RECIPE ARGUMENTS → calibrate's --sequential and the recipe, when SEQUENTIAL=1
+    [[ "$sequential" == 1 ]] && echo --sequential "$@"
+    return 0
+}
+
 calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model is $out/dense.st, the data $calib)
     cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
+        /usr/bin/time -f %M -o "$out/calibrate.rss" \
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
 
@@ -79,13 +91,16 @@ evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json (the dense model's r
 }
 
 summary() {
-    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" "$tasks" "${TASK_LIMIT:-}" <<'PY'
+    python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" "$tasks" "${TASK_LIMIT:-}" "$sequential" \
+        "$prune_rss" <<'PY'
 import json, sys
 out, seqlens, name, ratio, seconds = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], float(sys.argv[5])
 stats_reused = "stats.st.zst" in sys.argv[6].split()
 tasks, task_limit = sys.argv[7], sys.argv[8]
+procedure = "sequential" if sys.argv[9] == "1" else "one pass"
+rss = f", calibrate's peak memory {int(sys.argv[10]) / 1024:.0f} MB" if sys.argv[10] else ""
 note = ", calibration statistics reused from the cache, not included" if stats_reused else ""
-print(f"{name} at ratio {ratio} (pruning wall time {seconds:.0f} s{note})")
+print(f"{name} at ratio {ratio}, {procedure} (pruning wall time {seconds:.0f} s{rss}{note})")
 if seqlens:
     rows = []
     for label in ("dense", "pruned"):
@@ -114,8 +129,10 @@ PY
 
 "$bin/convert" "$model" -o "$out/dense.st" --quiet
 start=$(date +%s)
+rm -f "$out/calibrate.rss"
 run_pipeline
 prune_seconds=$(( $(date +%s) - start ))
+prune_rss="$(cat "$out/calibrate.rss" 2>/dev/null || true)"  # calibrate's peak resident KB (the largest stage)
 evaluate_all "$out/dense.st" dense
 evaluate_all "$out/pruned.st.zst" pruned
 evaluate_tasks "$out/dense.st" dense
