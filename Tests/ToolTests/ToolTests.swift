@@ -337,6 +337,54 @@ final class SliceToolTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("bad.st")))
     }
 
+    /// FASP sequentially through the binaries (calibrate --sequential with the recipe, then the usual
+    /// stages with the same settings); the usage errors of the recipe and a stage asked for another
+    /// recipe: one line, exit 64, no output.
+    func testSequentialThroughTheToolsAndItsRefusals() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+        let model = Fixtures.url("model/tiny_uniform.safetensors").path
+        try writeTokenWindows(path("w.st"), N: 64, T: 8, vocabulary: 97, seed: 3)
+        let recipe = ["--metric", "fasp", "--ratio", "0.3", "--structure", "UL-UM", "--attention-unit", "vo", "--restore", "lsq"]
+        let calibrate = ["--model", model, "--tokens", path("w.st"), "--gram", "o_proj,down_proj", "--gram-dtype", "f64"]
+        let steps: [(String, [String])] = [
+            ("calibrate", calibrate + ["--sequential"] + recipe + ["-o", path("stats.st.zst")]),
+            ("score", ["--model", model, "--stats", path("stats.st.zst"), "--metric", "fasp", "-o", path("scores.st.zst")]),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "UL-UM", "--attention-unit", "vo",
+                          "-o", path("plan.st.zst")]),
+            ("slice", ["--model", model, "--plan", path("plan.st.zst"), "-o", path("sliced.st.zst")]),
+            ("restore", ["--model", path("sliced.st.zst"), "--dense", model, "--stats", path("stats.st.zst"),
+                         "--plan", path("plan.st.zst"), "--method", "lsq", "-o", path("pruned.st.zst")]),
+            ("evaluate", ["--model", path("pruned.st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
+        ]
+        for (tool, args) in steps {
+            let r = try runTool(tool, args + ["--quiet"])
+            XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+        }
+        XCTAssertTrue(try TensorFile(path: path("stats.st.zst")).metadata["sequential"]?.contains("attention_unit=vo") == true)
+
+        let refusals: [(String, [String], String)] = [
+            ("calibrate", calibrate + ["--sequential", "--metric", "fasp"], "needs --metric, --ratio and --structure"),
+            ("calibrate", calibrate + ["--metric", "fasp", "--ratio", "0.3", "--structure", "UL-UM"], "go with --sequential"),
+            ("calibrate", calibrate + ["--sequential", "--metric", "fasp", "--ratio", "0.3", "--structure", "AL-AM"], "UL-UM or UL-MM"),
+            ("calibrate", calibrate + ["--sequential", "--shard", "0/2"] + recipe, "not with --from-cache or --shard"),
+            ("calibrate", calibrate + ["--sequential", "--metric", "nope", "--ratio", "0.3", "--structure", "UL-UM"], "--metric must be one of"),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "UL-UM"],
+             "attention_unit vo (allocate asks group)"),
+            ("restore", ["--model", path("sliced.st.zst"), "--dense", model, "--stats", path("stats.st.zst"),
+                         "--plan", path("plan.st.zst"), "--method", "lsq", "--damp", "0.1"], "damp 0.01 (restore asks 0.1)"),
+        ]
+        for (tool, args, message) in refusals {
+            let r = try runTool(tool, args + ["-o", path("refused.st"), "--quiet"])
+            XCTAssertEqual(r.status, 64, "\(tool) \(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(tool): \(r.stderr)")
+            if !message.hasPrefix("needs") && !message.hasPrefix("go with") {  // the argument parser adds its usage
+                XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path("refused.st")))
+        }
+    }
+
     /// FASP through the binaries: V/O dimensions and MLP channels, least-squares restoration, the
     /// narrowed model evaluates; the exports that cannot hold narrowed value heads refuse it.
     func testFASPValueDimensionsThroughTheTools() throws {
