@@ -65,6 +65,9 @@ extension Calibrator {
     /// windows drawn, `progress` the layers done.
     public static func run(_ request: CalibrationRequest, model: Model, output: String, metadata: [String: String],
                            note: (String) -> Void = { _ in }, progress: @escaping (Int) -> Void = { _ in }) throws -> CalibrationSummary {
+        if request.pruner != nil && (request.fromCache || request.shard != nil) {
+            throw CalibrationError("--sequential runs every window through every layer in turn: not with --from-cache or --shard", kind: .usage)
+        }
         if case .tokens = request.source {} else if request.length > model.config.maxPositionEmbeddings {
             throw CalibrationError("--seqlen \(request.length) exceeds the model's context of \(model.config.maxPositionEmbeddings) tokens", kind: .usage)
         }
@@ -82,9 +85,6 @@ extension Calibrator {
                  "sha256": windows.sha256]) { $1 })
         }
         let fingerprint = try model.fingerprint()
-        if request.pruner != nil && (request.fromCache || request.shard != nil) {
-            throw CalibrationError("--sequential runs every window through every layer in turn: not with --from-cache or --shard", kind: .usage)
-        }
         let activationCache = try request.cache.map {
             try ActivationCache(directory: $0, element: request.cacheDType, fingerprint: fingerprint, windows: windows,
                                 range: calibrator.range, batchWindows: calibrator.batchWindows,

@@ -23,35 +23,13 @@ struct Allocate: ParsableCommand {
     @Option(name: .long, help: "Scores (score).")
     var scores: String
 
-    @Option(name: .long, help: "Fraction of decoder-layer linear parameters to remove, in [0, 1).")
-    var ratio: Double
-
-    @Option(name: .long, help: "UL-UM (also: uniform), UL-MM, AL-MM or AL-AM.")
-    var structure: String?
+    @OptionGroup var budget: AllocationArguments
 
     @Option(name: .long, help: "Per-block budgets: angular (CFSP; MLP only).")
     var blocks: String?
 
     @Option(name: .long, help: "CFSP's sigmoid slope a for --blocks angular.")
     var angularA: Double = 1
-
-    @Option(name: .long, help: "Attention unit: group (a KV head with its query heads), head (one query head from every group at a time) or vo (FASP: one value dimension, a v_proj row with the o_proj columns that read it).")
-    var attentionUnit: String = "group"
-
-    @Option(name: .long, help: "Unit kinds to prune: attention, mlp or attention,mlp.")
-    var prune: String?
-
-    @Option(name: .long, help: "Prune only layers A-B (inclusive, from 0).")
-    var layers: String?
-
-    @Option(name: .long, help: "Keep a multiple of K MLP channels per layer.")
-    var round: Int?
-
-    @Option(name: .long, help: "Every pruned layer keeps at least this many attention units and MLP channels.")
-    var minKeep: Int = 1
-
-    @Option(name: .long, help: "Attention units to remove for UL-MM and AL-MM (FLAP's remove_heads).")
-    var removeHeads: Int = 0
 
     @Option(name: .long, help: "Also draw the plan as an SVG bar chart.")
     var plot: String?
@@ -60,12 +38,10 @@ struct Allocate: ParsableCommand {
     @OptionGroup var common: CommonOptions
 
     func validate() throws {
-        guard ratio >= 0, ratio < 1 else { throw ValidationError("--ratio must be in [0, 1)") }
-        guard (structure == nil) != (blocks == nil) else {
+        guard budget.ratio != nil else { throw ValidationError("--ratio is required") }
+        guard (budget.structure == nil) != (blocks == nil) else {
             throw ValidationError("give exactly one of --structure and --blocks")
         }
-        if let round, round < 1 { throw ValidationError("--round must be at least 1") }
-        if minKeep < 0 || removeHeads < 0 { throw ValidationError("--min-keep and --remove-heads must not be negative") }
     }
 
     func run() throws {
@@ -73,14 +49,15 @@ struct Allocate: ParsableCommand {
             try output.checkBinary()
             let file = try ScoresFile(path: scores)
             let options = try AllocationOptions(
-                ratio: ratio, structure: structure, blocks: blocks, angularA: angularA, attentionUnit: attentionUnit,
-                prune: prune, layers: layers, round: round, minKeep: minKeep, removeHeads: removeHeads,
+                ratio: budget.ratio!, structure: budget.structure, blocks: blocks, angularA: angularA,
+                attentionUnit: budget.attentionUnit, prune: budget.prune, layers: budget.layers, round: budget.round,
+                minKeep: budget.minKeep, removeHeads: budget.removeHeads,
                 hasAttentionScores: file.hasAttention, layerCount: file.config.numLayers)
             var (plan, planFile) = try Allocation.plan(file, options: options)
             planFile.metadata.merge(standardMetadata(tool: "allocate")) { $1 }
             try planFile.write(to: output.output)
             if let plot { try writeText(PlanPlot.svg(plan, shapes: file.shapes), to: plot) }
-            if !common.quiet { printError(PlanPlot.table(plan, shapes: file.shapes, ratio: ratio)) }
+            if !common.quiet { printError(PlanPlot.table(plan, shapes: file.shapes, ratio: budget.ratio!)) }
         }
     }
 }
