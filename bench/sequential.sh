@@ -8,7 +8,7 @@
 #    windows: its wall time and memory, how many kept channels differ from ours, and the WikiText-2 perplexity
 #    (T = 2048, the first LIMIT windows; default 16) of both pruned models (the official one sliced by our
 #    tools from its kept lists).
-# Usage: bench/sequential.sh [MODEL.gguf]   (env LIMIT, THREADS)
+# Usage: bench/sequential.sh [MODEL.gguf]   (env LIMIT, THREADS, FRACTIONS: the MLP fractions, default "0.2 0.5")
 source "$(dirname "$0")/setup.sh"
 limit="${LIMIT:-16}"
 "$bin/calibrate" --model "$work/model.st" --jsonl "$data/c4/c4-validation-sample-2k.jsonl.zst" --samples 128 --seqlen 128 \
@@ -44,7 +44,7 @@ ppl() { "$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen 2048 --limit "$lim
     python3 -c 'import json, sys; print(json.load(sys.stdin)["perplexity"])'; }
 
 printf '%-6s %-10s %9s %9s %10s | %s\n' "q" "procedure" "seconds" "peak MB" "vs 1-pass" "kept channels vs official, perplexity (T=2048, $limit windows)"
-for q in 0.2 0.5; do
+for q in ${FRACTIONS:-0.2 0.5}; do
     P=$(ratio_for "$q")
     prune "onepass-$q" "$P"
     prune "seq-$q" "$P" --sequential --metric wanda-sp --ratio "$P" --structure UL-UM --prune mlp
