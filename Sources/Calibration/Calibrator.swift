@@ -212,15 +212,16 @@ public struct Calibrator {
         var resumeInput: [Float]?
         if let cache {
             try cache.refuseOthers(layers: L)
-            while first < L, try cache.statistics(first, settings: settings) != nil { first += 1 }
+            var cached: [TensorFile] = []
+            while cached.count < L, let file = try cache.statistics(cached.count, settings: settings) { cached.append(file) }
+            first = cached.count
             if first < L {
                 while first > 0 {
                     if let values = try cache.input(first, count: rows * C) { resumeInput = values; break }
                     first -= 1
                 }
             }
-            for l in 0..<first {
-                let file = try cache.statistics(l, settings: settings)!
+            for (l, file) in cached.prefix(first).enumerated() {
                 for e in entries(l) {
                     guard let have = file.header.entry(e.name), have.dtype == e.dtype, have.shape == e.shape else {
                         throw CalibrationError("\(cache.statsPath(l)): \(e.name) does not match the settings; remove the cache folder")
@@ -237,6 +238,7 @@ public struct Calibrator {
         if let values = resumeInput {
             x = Buffer(count: rows * C)
             values.withUnsafeBufferPointer { x.pointer.update(from: $0.baseAddress!, count: rows * C) }
+            resumeInput = nil  // one copy of the activations, not two
         } else {
             let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
             x = try runner.embed(ids, embedding: try model.embedding())
