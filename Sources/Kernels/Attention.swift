@@ -23,9 +23,12 @@ import Foundation
 /// few enough that the wasted half-square on the diagonal stays a few percent of the work.
 nonisolated(unsafe) var attentionBlockTarget = 192
 
+/// With `logSumExp` ([T, H]), each row's log Σ_j e^(score_j) is recorded for the backward
+/// (`causalAttentionBackward` recomputes the probabilities from it instead of keeping [H, T, T]).
 public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                            T: Int, H: Int, Hkv: Int, D: Int, valueWidths: [Int]? = nil) {
+                            T: Int, H: Int, Hkv: Int, D: Int, valueWidths: [Int]? = nil,
+                            logSumExp: UnsafeMutablePointer<Float>? = nil) {
     precondition(T >= 0 && H >= 0 && Hkv >= 0 && D >= 0, "negative size in causalAttention")
     if H == 0 || T == 0 { return }
     precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
@@ -51,7 +54,7 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
         let s = scratch + worker * stride
         attentionBlock(q: q, k: k, v: v, out: out, T: T, H: H, Hkv: Hkv, D: D, values: values, group: g,
                        rowStart: b * B, rows: min(B, T - b * B), scale: scale,
-                       qp: s + M * T, s: s, op: s + M * T + M * D)
+                       qp: s + M * T, s: s, op: s + M * T + M * D, lse: logSumExp)
     }
     runItems(items, workers: workers, run)
 }
@@ -88,7 +91,8 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                             T: Int, H: Int, Hkv: Int, D: Int, values: ValueLayout, group g: Int, rowStart i0: Int,
                             rows: Int, scale: Float, qp: UnsafeMutablePointer<Float>,
-                            s: UnsafeMutablePointer<Float>, op: UnsafeMutablePointer<Float>) {
+                            s: UnsafeMutablePointer<Float>, op: UnsafeMutablePointer<Float>,
+                            lse: UnsafeMutablePointer<Float>?) {
     let rep = H / Hkv, M = rep * rows, L = i0 + rows
     // qp[j·rows + r, :] = q[i0 + r, g·rep + j, :]
     for j in 0..<rep {
@@ -101,7 +105,8 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                 qp, Int32(D), k + g * D, Int32(Hkv * D), 0, s, Int32(L))
     for j in 0..<rep {
         for r in 0..<rows {
-            softmaxRow(s + (j * rows + r) * L, valid: i0 + r + 1, total: L)
+            let e = softmaxRow(s + (j * rows + r) * L, valid: i0 + r + 1, total: L)
+            lse?[(i0 + r) * H + g * rep + j] = e
         }
     }
     // op[M, w] = s[M, L] · v[0..<L, g's w values]
@@ -118,9 +123,9 @@ private func attentionBlock(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
 }
 
 /// In place: x[0..<valid] = softmax(x[0..<valid]) (max-shifted, as torch), x[valid..<total] = 0
-/// (the masked keys, whose e^(−inf) torch adds as zeros).
-@inline(__always)
-func softmaxRow(_ x: UnsafeMutablePointer<Float>, valid n: Int, total: Int) {
+/// (the masked keys, whose e^(−inf) torch adds as zeros). Returns log Σ e^x (max + log of the sum).
+@inline(__always) @discardableResult
+func softmaxRow(_ x: UnsafeMutablePointer<Float>, valid n: Int, total: Int) -> Float {
     var mv = Float8(repeating: -.infinity)
     var i = 0
     while i + 8 <= n { mv = maxLanes(mv, loadFloat8(x + i)); i += 8 }
@@ -148,6 +153,7 @@ func softmaxRow(_ x: UnsafeMutablePointer<Float>, valid n: Int, total: Int) {
     while i + 8 <= n { storeFloat8(loadFloat8(x + i) * iv, x + i); i += 8 }
     while i < n { x[i] *= inv; i += 1 }
     if total > n { (x + n).update(repeating: 0, count: total - n) }
+    return m + Foundation.log(acc.sum())
 }
 
 /// The naive Double reference of `causalAttention`. q: [T, H, D]; k, v: [T, Hkv, D]; returns

@@ -50,6 +50,24 @@ public enum BLAS {
               beta: accumulate ? 1 : 0, c: y, ldc: F)
     }
 
+    /// The backward of `linear` (y = x·wᵀ), accumulating:
+    ///   dx[T, C] += dy[T, F] · w[F, C];   dw[F, C] += dy[T, F]ᵀ · x[T, C]
+    /// Either output may be nil (an input that needs no gradient).
+    public static func linearBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<Float>,
+                                      dx: UnsafeMutablePointer<Float>?, dw: UnsafeMutablePointer<Float>?,
+                                      T: Int, C: Int, F: Int) {
+        precondition(T >= 0 && C >= 0 && F >= 0, "negative size in linearBackward: T \(T) C \(C) F \(F)")
+        if T == 0 || C == 0 || F == 0 { return }
+        if let dx {
+            sgemm(transA: false, transB: false, M: T, N: C, K: F, alpha: 1, a: dy, lda: F, b: w, ldb: C,
+                  beta: 1, c: dx, ldc: C)
+        }
+        if let dw {
+            sgemm(transA: true, transB: false, M: F, N: C, K: T, alpha: 1, a: dy, lda: F, b: x, ldb: C,
+                  beta: 1, c: dw, ldc: C)
+        }
+    }
+
     /// Row-major c[M, N] = alpha · op(a) · op(b) + beta · c, op(a) = aᵀ when transA (a stored
     /// [K, M]) else a ([M, K]); likewise b. With beta == 0, c's old contents (even NaN) are ignored.
     public static func sgemm(transA: Bool, transB: Bool, M: Int, N: Int, K: Int, alpha: Float,

@@ -27,6 +27,41 @@ public func crossEntropy(logits: UnsafePointer<Float>, targets: UnsafePointer<In
     return nll
 }
 
+/// Cross-entropy and its backward in one pass over logits [T, V], in place: each row with a target
+/// (≥ 0; −1 marks a row that counts for nothing) becomes the gradient of `scale` × its loss,
+///   dlogits[t, :] = scale · (softmax(logits[t, :]) − onehot(target_t)),
+/// rows without one become zeros. Returns Σ_t nll[t] over the counted rows (float64; the loss
+/// before `scale`).
+public func crossEntropyBackward(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, T: Int, V: Int,
+                                 scale: Float) -> Double {
+    precondition(T >= 0 && V > 0, "bad size in crossEntropyBackward: T \(T) V \(V)")
+    for t in 0..<T {
+        precondition(targets[t] >= -1 && Int(targets[t]) < V,
+                     "target \(targets[t]) at position \(t) outside the vocabulary (\(V))")
+    }
+    var nll = [Double](repeating: 0, count: T)
+    nll.withUnsafeMutableBufferPointer { outBuffer in
+        let out = outBuffer.baseAddress!
+        parallelChunks(T, grain: max(1, 16_384 / V)) { rows in
+            for t in rows {
+                let row = logits + t * V, y = Int(targets[t])
+                guard y >= 0 else {
+                    row.update(repeating: 0, count: V)
+                    continue
+                }
+                let lse = logSumExp(row, V)
+                out[t] = lse - Double(row[y])
+                let shift = Float8(repeating: Float(lse)), sv = Float8(repeating: scale)
+                var i = 0
+                while i + 8 <= V { storeFloat8(exp8(loadFloat8(row + i) - shift) * sv, row + i); i += 8 }
+                while i < V { row[i] = Foundation.exp(row[i] - Float(lse)) * scale; i += 1 }
+                row[y] -= scale
+            }
+        }
+    }
+    return nll.reduce(0, +)
+}
+
 /// log Σ e^x[i] in Double: max in float (exact), then Σ e^(x − max) in 4×4 Double lanes.
 @inline(__always)
 private func logSumExp(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
@@ -59,6 +94,21 @@ public func crossEntropyReference(logits: [Double], targets: [Int32], T: Int, V:
         let lse = m + Foundation.log(row.reduce(0) { $0 + Foundation.exp($1 - m) })
         return lse - row[t * V + Int(targets[t])]
     }
+}
+
+/// The naive Double reference of `crossEntropyBackward`: the gradient of scale · Σ_t nll[t]
+/// over rows with a target ≥ 0. logits: [T, V]; returns [T, V].
+public func crossEntropyBackwardReference(logits: [Double], targets: [Int32], T: Int, V: Int, scale: Double)
+    -> [Double] {
+    var d = [Double](repeating: 0, count: T * V)
+    for t in 0..<T where targets[t] >= 0 {
+        let row = logits[(t * V)..<((t + 1) * V)]
+        let m = row.max()!
+        let sum = row.reduce(0) { $0 + Foundation.exp($1 - m) }
+        for v in 0..<V { d[t * V + v] = scale * Foundation.exp(logits[t * V + v] - m) / sum }
+        d[t * V + Int(targets[t])] -= scale
+    }
+    return d
 }
 
 /// The index of the largest of x[0..<n] (the lowest index among equals, as torch.argmax), for

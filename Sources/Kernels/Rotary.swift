@@ -65,6 +65,17 @@ public final class RotaryTable: @unchecked Sendable {
 
     /// Rotates x: [T, H, D] in place, row t at position start + t.
     public func apply(_ x: UnsafeMutablePointer<Float>, T: Int, H: Int, start: Int = 0) {
+        rotateAll(x, T: T, H: H, start: start, inverse: false)
+    }
+
+    /// The backward of `apply`, in place on the gradient dx: [T, H, D]. The rotation is
+    /// orthogonal, so its backward is the rotation by the opposite angle:
+    ///   dx[i] = dy[i]·cos[i] + dy[i+D/2]·sin[i];   dx[i+D/2] = dy[i+D/2]·cos[i] − dy[i]·sin[i]
+    public func applyBackward(_ dx: UnsafeMutablePointer<Float>, T: Int, H: Int, start: Int = 0) {
+        rotateAll(dx, T: T, H: H, start: start, inverse: true)
+    }
+
+    private func rotateAll(_ x: UnsafeMutablePointer<Float>, T: Int, H: Int, start: Int, inverse: Bool) {
         precondition(T >= 0 && H >= 0 && start >= 0, "negative size in rotary apply")
         precondition(start + T <= maxPositions,
                      "positions \(start)..<\(start + T) exceed the rotary table (\(maxPositions))")
@@ -76,7 +87,7 @@ public final class RotaryTable: @unchecked Sendable {
                 parallelChunks(T, grain: max(1, 65_536 / (H * D))) { rows in
                     for t in rows {
                         let c = cb + (start + t) * half, s = sb + (start + t) * half
-                        for h in 0..<H { rotate(x + (t * H + h) * D, c, s, half) }
+                        for h in 0..<H { rotate(x + (t * H + h) * D, c, s, half, inverse) }
                     }
                 }
             }
@@ -86,20 +97,21 @@ public final class RotaryTable: @unchecked Sendable {
 
 @inline(__always)
 private func rotate(_ x: UnsafeMutablePointer<Float>, _ c: UnsafePointer<Float>,
-                    _ s: UnsafePointer<Float>, _ half: Int) {
+                    _ s: UnsafePointer<Float>, _ half: Int, _ inverse: Bool) {
+    // The inverse rotation negates sin (exactly), so the forward's arithmetic is unchanged.
     let y = x + half
     var i = 0
     while i + 8 <= half {
         let a = loadFloat8(x + i), b = loadFloat8(y + i)
-        let cv = loadFloat8(c + i), sv = loadFloat8(s + i)
+        let cv = loadFloat8(c + i), sv = inverse ? -loadFloat8(s + i) : loadFloat8(s + i)
         storeFloat8(a * cv - b * sv, x + i)
         storeFloat8(b * cv + a * sv, y + i)
         i += 8
     }
     while i < half {
-        let a = x[i], b = y[i]
-        let p = a * c[i], q = b * s[i]
-        let u = b * c[i], v = a * s[i]
+        let a = x[i], b = y[i], si = inverse ? -s[i] : s[i]
+        let p = a * c[i], q = b * si
+        let u = b * c[i], v = a * si
         x[i] = p - q
         y[i] = u + v
         i += 1
@@ -154,4 +166,24 @@ public func rotaryReference(x: [Double], T: Int, H: Int, D: Int, inverseFrequenc
         }
     }
     return out
+}
+
+/// The naive Double reference of `RotaryTable.applyBackward`: dy: [T, H, D] at positions
+/// start..<start+T; returns dx: [T, H, D].
+public func rotaryBackwardReference(dy: [Double], T: Int, H: Int, D: Int, inverseFrequencies inv: [Float],
+                                    start: Int = 0) -> [Double] {
+    var dx = dy
+    let half = D / 2
+    for t in 0..<T {
+        for i in 0..<half {
+            let angle = Double(Float(start + t) * inv[i])
+            let c = Foundation.cos(angle), s = Foundation.sin(angle)
+            for h in 0..<H {
+                let o = (t * H + h) * D
+                dx[o + i] = dy[o + i] * c + dy[o + i + half] * s
+                dx[o + i + half] = dy[o + i + half] * c - dy[o + i] * s
+            }
+        }
+    }
+    return dx
 }

@@ -14,16 +14,35 @@ public enum BlockTap {
     case mlp(input: UnsafePointer<Float>, hidden: UnsafePointer<Float>, rows: Int)
 }
 
-/// Scratch buffers for one layer over R rows, grown as needed (widths differ per layer).
-/// Owned allocations rather than arrays, so that the kernels get stable pointers.
+/// Buffers for one layer over R rows, grown as needed (widths differ per layer). Owned
+/// allocations rather than arrays, so that the kernels get stable pointers.
+///
+/// Inference reuses them: the second norm writes over the first, the SwiGLU product over the gate,
+/// and the block's input is gone once the residuals are added. A `recording` scratch keeps what
+/// the backward (`blockBackward`) needs instead, each in its own buffer: per row C·4 + H·D + Hkv·D +
+/// VW + OW + 3F floats and H + 2 statistics (SmolLM2: 8,459 floats, 33.8 KB per token and layer).
 final class BlockScratch {
-    private(set) var normed = Buffer()  // [R, C]
-    private(set) var q = Buffer()  // [R, H·D]
-    private(set) var k = Buffer()  // [R, Hkv·D]
+    let recording: Bool
+    private(set) var normed = Buffer()  // [R, C] input_layernorm's output
+    private(set) var q = Buffer()  // [R, H·D] after rotary
+    private(set) var k = Buffer()  // [R, Hkv·D] after rotary
     private(set) var v = Buffer()  // [R, VW], VW = Σ value widths (Hkv·D unless narrowed)
     private(set) var heads = Buffer()  // [R, OW], OW = (H/Hkv)·VW
-    private(set) var gate = Buffer()  // [R, F]
+    private(set) var gate = Buffer()  // [R, F] before the activation
     private(set) var up = Buffer()  // [R, F]
+    // Recording only (else aliases of the buffers above, or absent):
+    private var ownNormed2 = Buffer()  // [R, C] post_attention_layernorm's output
+    private var ownHidden = Buffer()  // [R, F] silu(gate)·up
+    private(set) var input = Buffer()  // [R, C] the block's input
+    private(set) var middle = Buffer()  // [R, C] after the attention residual
+    private(set) var rstd1 = Buffer()  // [R] the norms' 1/rms
+    private(set) var rstd2 = Buffer()  // [R]
+    private(set) var lse = Buffer()  // [R, H] attention's log-sum-exp per row and head
+
+    init(recording: Bool = false) { self.recording = recording }
+
+    var normed2: Buffer { recording ? ownNormed2 : normed }
+    var hidden: Buffer { recording ? ownHidden : gate }
 
     func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, VW: Int, OW: Int, F: Int) {
         normed.reserve(R * C)
@@ -33,6 +52,15 @@ final class BlockScratch {
         heads.reserve(R * OW)
         gate.reserve(R * F)
         up.reserve(R * F)
+        if recording {
+            ownNormed2.reserve(R * C)
+            ownHidden.reserve(R * F)
+            input.reserve(R * C)
+            middle.reserve(R * C)
+            rstd1.reserve(R)
+            rstd2.reserve(R)
+            lse.reserve(R * H)
+        }
     }
 }
 
@@ -119,7 +147,8 @@ public enum RowLayout {
 /// Runs one decoder block in place on x: [R, C] as transformers' LlamaDecoderLayer does:
 ///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
 ///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
-/// with the rows' positions and what attention sees given by `layout`.
+/// with the rows' positions and what attention sees given by `layout`. A `recording` scratch keeps
+/// what the backward needs (whole windows only).
 func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, layout: RowLayout,
               config c: LlamaConfig, layer l: Int, rotary: RotaryTable, scratch s: BlockScratch,
               observe: ((BlockTap) throws -> Void)? = nil) rethrows {
@@ -130,9 +159,12 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
     let normed = s.normed.pointer, q = s.q.pointer, k = s.k.pointer, v = s.v.pointer
     let heads = s.heads.pointer, gate = s.gate.pointer, up = s.up.pointer
+    let normed2 = s.normed2.pointer, hidden = s.hidden.pointer
+    let record = s.recording
+    if record { s.input.pointer.update(from: x, count: R * C) }
 
     w.inputNorm.withUnsafeBufferPointer {
-        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
+        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C, rstd: record ? s.rstd1.pointer : nil)
     }
     if H > 0 {
         applyLinears([(w.q, q), (w.k, k), (w.v, v)], x: normed, rows: R)
@@ -144,9 +176,11 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
                 rotary.apply(qw, T: T, H: H)
                 rotary.apply(kw, T: T, H: Hkv)
                 causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
-                                T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
+                                T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l],
+                                logSumExp: record ? s.lse.pointer + start * H : nil)
             }
         case .packed(let groups):
+            precondition(!record, "recording runs whole windows")
             for group in groups {
                 var row = group.start
                 for (length, position) in [(group.contextLength, 0)] + group.continuationLengths.map({ ($0, group.contextLength) }) {
@@ -159,6 +193,7 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
             packedAttention(q: q, k: k, v: v, out: heads, groups: groups, H: H, Hkv: Hkv, D: D,
                             valueWidths: c.valueWidths?[l])
         case .cached(let P, let keys, let values):
+            precondition(!record, "recording runs whole windows")
             rotary.apply(q, T: R, H: H, start: P)
             rotary.apply(k, T: R, H: Hkv, start: P)
             (keys + P * Hkv * D).update(from: k, count: R * Hkv * D)
@@ -173,14 +208,15 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     }
     try observe?(.attention(input: normed, heads: heads, rows: R))
     applyLinear(w.o, x: heads, y: x, rows: R, accumulate: true)
+    if record { s.middle.pointer.update(from: x, count: R * C) }
 
     w.postAttentionNorm.withUnsafeBufferPointer {
-        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C)
+        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed2, T: R, C: C, rstd: record ? s.rstd2.pointer : nil)
     }
     if F > 0 {
-        applyLinears([(w.gate, gate), (w.up, up)], x: normed, rows: R)
-        swiglu(gate: gate, up: up, out: gate, count: R * F)
+        applyLinears([(w.gate, gate), (w.up, up)], x: normed2, rows: R)
+        swiglu(gate: gate, up: up, out: hidden, count: R * F)
     }
-    try observe?(.mlp(input: normed, hidden: gate, rows: R))
-    applyLinear(w.down, x: gate, y: x, rows: R, accumulate: true)
+    try observe?(.mlp(input: normed2, hidden: hidden, rows: R))
+    applyLinear(w.down, x: hidden, y: x, rows: R, accumulate: true)
 }

@@ -15,8 +15,8 @@ struct FixtureFile {
     private let data: Data
     private let base: Int
 
-    init(_ name: String) throws {
-        data = try Data(contentsOf: Fixtures.url("kernels/\(name).safetensors"))
+    init(_ name: String, folder: String = "kernels") throws {
+        data = try Data(contentsOf: Fixtures.url("\(folder)/\(name).safetensors"))
         let n = data.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
         var header = try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n)))
             as! [String: Any]

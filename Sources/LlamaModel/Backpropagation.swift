@@ -1,0 +1,172 @@
+import Kernels
+
+// Dimension legend: N windows of T tokens, R = N·T rows, C hidden, V vocabulary, L layers.
+
+/// The gradient of every parameter of a model, shaped as its weights (the gradient of a tied
+/// head is part of the embedding's).
+public struct ModelGradients {
+    public var embedding: [Float]  // [V, C]
+    public var layers: [LayerWeights]
+    public var finalNorm: [Float]  // [C]
+    public var head: [Float]?  // [V, C], untied heads only
+
+    /// Zeros in the shapes of `model`'s parameters.
+    public init(zerosLike model: Model) throws {
+        let c = model.config
+        embedding = [Float](repeating: 0, count: c.vocabSize * c.hiddenSize)
+        layers = try (0..<c.numLayers).map { try model.layer($0).zeros() }
+        finalNorm = [Float](repeating: 0, count: c.hiddenSize)
+        head = c.tieWordEmbeddings ? nil : embedding
+    }
+
+    /// Every gradient under its parameter's Hugging Face name, in the canonical order (embedding,
+    /// each layer's tensors in forward order, final norm, head).
+    public var named: [(name: String, values: [Float])] {
+        var out: [(String, [Float])] = [(TensorNames.embedding, embedding)]
+        for (l, layer) in layers.enumerated() {
+            out.append((TensorNames.inputNorm(l), layer.inputNorm))
+            for p in Projection.allCases {
+                if p == .gate { out.append((TensorNames.postAttentionNorm(l), layer.postAttentionNorm)) }
+                let linear = layer.linear(p)
+                out.append((TensorNames.weight(l, p), linear.weight))
+                if let b = linear.bias { out.append((TensorNames.bias(l, p), b)) }
+            }
+        }
+        out.append((TensorNames.finalNorm, finalNorm))
+        if let head { out.append((TensorNames.head, head)) }
+        return out
+    }
+}
+
+/// What the backward keeps of the forward.
+public enum ActivationPolicy: String, Sendable, CaseIterable {
+    /// Every layer's recorded activations (`BlockScratch` recording) live until its backward:
+    /// per token about 8.5k floats a layer for SmolLM2 (33.8 KB; 1.0 MB over its 30 layers).
+    case keep
+    /// Only each layer's input is kept (C floats a token and layer: 2.3 KB for SmolLM2, 69 KB
+    /// over 30 layers); the backward runs the layer's forward again, recording, just before its
+    /// backward — one more forward of every layer, a third more arithmetic.
+    case recompute
+}
+
+/// A language-model loss summed over its positions, and how many positions it counts.
+public struct LossSum: Sendable, Equatable {
+    public var sum: Double
+    public var count: Int
+    public var mean: Double { sum / Double(max(count, 1)) }
+}
+
+extension Runner {
+    /// The language-model loss of windows of equal length T — the mean over every window and
+    /// position t < T−1 of the cross-entropy of predicting token t+1 of the same window, as
+    /// transformers' `labels=input_ids` loss — and its gradient with respect to every parameter,
+    /// added to `gradients` (so that batches sum). Returns the loss summed and its count; the
+    /// gradients are those of the mean (each position weighted 1/count).
+    ///
+    /// Memory: the final norm's output [R, C] and its gradient, logits of 256 rows at a time
+    /// ([256, V]; never [R, V]), and the layers' activations as `policy` says.
+    public func lossAndGradients(_ windows: [[Int32]], into gradients: inout ModelGradients,
+                                 policy: ActivationPolicy = .recompute) throws -> LossSum {
+        guard let T = windows.first?.count, T > 1 else {
+            throw RunnerError("the loss needs windows of at least 2 tokens")
+        }
+        guard windows.allSatisfy({ $0.count == T }) else { throw RunnerError("windows must have equal length") }
+        let c = config, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
+        let N = windows.count, R = N * T
+        let tokens = windows.flatMap { $0 }
+        let embedding = try model.embedding()
+        let x = try embed(tokens, embedding: embedding)
+
+        // Forward, keeping each layer's input (recompute) or its recorded activations (keep).
+        func weights(_ l: Int) throws -> LayerWeights { try keptLayers?[l] ?? model.layer(l) }
+        var inputs: [Buffer] = [], recorded: [BlockScratch] = []
+        let scratch = BlockScratch()
+        for l in 0..<L {
+            let w = try weights(l)
+            switch policy {
+            case .recompute:
+                let saved = Buffer(count: R * C)
+                saved.pointer.update(from: x.pointer, count: R * C)
+                inputs.append(saved)
+                runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
+                         scratch: scratch)
+            case .keep:
+                let record = BlockScratch(recording: true)
+                runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
+                         scratch: record)
+                recorded.append(record)
+            }
+        }
+
+        // Head: n = norm(x); logits = n·Eᵀ; loss = mean cross-entropy — and back to dx.
+        let norm = try keptFinalNorm ?? model.finalNorm()
+        let untied = try keptHead ?? model.head()
+        let headWeights = untied ?? embedding
+        let normed = Buffer(count: R * C), rstd = Buffer(count: R), dnormed = Buffer(count: R * C)
+        var targets = [Int32](repeating: -1, count: R)
+        for i in 0..<R where i % T != T - 1 { targets[i] = tokens[i + 1] }
+        let count = N * (T - 1)
+        norm.withUnsafeBufferPointer {
+            rmsNorm(x: x.pointer, weight: $0.baseAddress!, eps: Float(c.rmsNormEps), out: normed.pointer, T: R, C: C,
+                    rstd: rstd.pointer)
+        }
+        let chunk = min(256, R)
+        let logits = Buffer(count: chunk * V)
+        var lossSum = 0.0
+        headWeights.withUnsafeBufferPointer { e in
+            func headGradient(_ dHead: UnsafeMutablePointer<Float>) {
+                for first in stride(from: 0, to: R, by: chunk) {
+                    let r = min(chunk, R - first), n = normed.pointer + first * C
+                    BLAS.linear(x: n, w: e.baseAddress!, y: logits.pointer, T: r, C: C, F: V)
+                    lossSum += targets.withUnsafeBufferPointer {
+                        crossEntropyBackward(logits: logits.pointer, targets: $0.baseAddress! + first, T: r, V: V,
+                                             scale: 1 / Float(count))
+                    }
+                    BLAS.linearBackward(dy: logits.pointer, x: n, w: e.baseAddress!, dx: dnormed.pointer + first * C,
+                                        dw: dHead, T: r, C: C, F: V)
+                }
+            }
+            if gradients.head != nil {
+                gradients.head!.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
+            } else {
+                gradients.embedding.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
+            }
+        }
+        let dx = Buffer(count: R * C)
+        norm.withUnsafeBufferPointer { weight in
+            gradients.finalNorm.withUnsafeMutableBufferPointer { dweight in
+                rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
+                                dx: dx.pointer, dweight: dweight.baseAddress!, T: R, C: C)
+            }
+        }
+
+        // Layers, last to first.
+        let dscratch = BlockGradients()
+        let record = policy == .recompute ? BlockScratch(recording: true) : nil
+        for l in stride(from: L - 1, through: 0, by: -1) {
+            let w = try weights(l)
+            let activations: BlockScratch
+            if let record {
+                // The layer's forward again, recording (on its saved input, overwritten).
+                runBlock(w, x: inputs[l].pointer, rows: R, layout: .windows(length: T), config: c, layer: l,
+                         rotary: rotary, scratch: record)
+                inputs[l] = Buffer()
+                activations = record
+            } else {
+                activations = recorded[l]
+                recorded[l] = BlockScratch()
+            }
+            blockBackward(w, gradient: &gradients.layers[l], dx: dx.pointer, rows: R, windowLength: T, config: c,
+                          layer: l, rotary: rotary, activations: activations, scratch: dscratch)
+        }
+
+        // x = E[tokens]: each row's gradient goes to its token's row of the embedding.
+        gradients.embedding.withUnsafeMutableBufferPointer { de in
+            for (i, t) in tokens.enumerated() {
+                let row = de.baseAddress! + Int(t) * C, g = dx.pointer + i * C
+                for j in 0..<C { row[j] += g[j] }
+            }
+        }
+        return LossSum(sum: lossSum, count: count)
+    }
+}
