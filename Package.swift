@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(name: "slice", dependencies: ["ToolSupport", "LlamaModel", "Pruning"], swiftSettings: fast),
         .executableTarget(name: "restore", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
-        .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO"],
+        .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO", "LlamaModel", "Evaluation"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize", dependencies: ["ToolSupport", "Tokenization"], swiftSettings: fast),
         .target(name: "TestSupport", dependencies: ["TensorIO"], path: "Sources/TestSupport"),

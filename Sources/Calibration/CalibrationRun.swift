@@ -24,6 +24,8 @@ public struct CalibrationRequest {
     public var fromCache = false
     /// Sequential calibration: each layer pruned by this as soon as its statistics are complete.
     public var pruner: LayerPruner?
+    /// Gradient statistics (`--gradients`), from a forward and backward pass before the statistics'.
+    public var gradients: GradientLayout?
 
     public init(source: CalibrationSource) { self.source = source }
 }
@@ -64,7 +66,11 @@ extension Calibrator {
     /// tool's standard keys (also given to the windows file). `note` receives remarks on the
     /// windows drawn, `progress` the layers done.
     public static func run(_ request: CalibrationRequest, model: Model, output: String, metadata: [String: String],
-                           note: (String) -> Void = { _ in }, progress: @escaping (Int) -> Void = { _ in }) throws -> CalibrationSummary {
+                           note: (String) -> Void = { _ in }, progress: @escaping (Int) -> Void = { _ in },
+                           gradientProgress: @escaping (Int, Int) -> Void = { _, _ in }) throws -> CalibrationSummary {
+        if request.gradients != nil && (request.pruner != nil || request.cache != nil || request.fromCache) {
+            throw CalibrationError("--gradients runs on the dense model without the activation cache: not with --sequential, --cache or --from-cache", kind: .usage)
+        }
         if request.pruner != nil && (request.fromCache || request.shard != nil) {
             throw CalibrationError("--sequential runs every window through every layer in turn: not with --from-cache or --shard", kind: .usage)
         }
@@ -77,7 +83,8 @@ extension Calibrator {
                                                   vocabularySize: model.config.vocabSize)
         if let text = windows.note { note(text) }
         let calibrator = try Calibrator(model: model, windows: windows, shard: request.shard,
-                                        gramPoints: request.gramPoints, gramDType: request.gramDType)
+                                        gramPoints: request.gramPoints, gramDType: request.gramDType,
+                                        gradients: request.gradients)
         if let path = request.dumpWindows {
             let (entry, bytes) = windows.tensor()
             try writeTensorFile(path: path, tensors: [(entry, bytes)], metadata: metadata.merging(
@@ -93,13 +100,16 @@ extension Calibrator {
         var meta = calibrator.metadata(fingerprint: fingerprint, source: request.source, seed: request.seed)
             .merging(metadata) { $1 }
         if let pruner = request.pruner { meta["sequential"] = pruner.settings }
-        let writer = try StatisticsFile.writer(path: output, config: model.config, layout: calibrator.layout, metadata: meta)
         let start = Date()
+        // The gradient pass first: it may fail on the data (a NaN), and then nothing is written.
+        let gradients = try request.gradients.map { try calibrator.gradientSums(second: $0.second, progress: gradientProgress) }
+        let writer = try StatisticsFile.writer(path: output, config: model.config, layout: calibrator.layout, metadata: meta)
         try writer.complete {
             if let pruner = request.pruner {
                 try calibrator.runSequential(into: writer, pruner: pruner, cache: activationCache, progress: progress)
             } else {
-                try calibrator.run(into: writer, cache: activationCache, fromCache: request.fromCache, progress: progress)
+                try calibrator.run(into: writer, cache: activationCache, fromCache: request.fromCache, gradients: gradients,
+                                   progress: progress)
             }
         }
         return CalibrationSummary(windows: calibrator.range.count, length: windows.length, mode: windows.mode,

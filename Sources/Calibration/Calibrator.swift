@@ -31,7 +31,8 @@ public struct Calibrator {
 
     /// - batchRows: rows per batch of the forward pass, rounded down to whole windows (at least one).
     public init(model: Model, windows: CalibrationWindows, shard: (index: Int, count: Int)? = nil,
-                gramPoints: Set<StatPoint> = [], gramDType: DType = .F32, batchRows: Int = 4096) throws {
+                gramPoints: Set<StatPoint> = [], gramDType: DType = .F32, gradients: GradientLayout? = nil,
+                batchRows: Int = 4096) throws {
         self.model = model
         self.windows = windows
         self.shard = shard
@@ -48,7 +49,7 @@ public struct Calibrator {
             range = 0..<windows.count
         }
         layout = StatisticsLayout(gramPoints: gramPoints, gramDType: gramDType, windows: range.count,
-                                  complete: shard == nil || shard!.count == 1)
+                                  complete: shard == nil || shard!.count == 1, gradients: gradients)
         guard windows.length <= model.config.maxPositionEmbeddings else {
             throw CalibrationError("windows of \(windows.length) tokens exceed the model's context of \(model.config.maxPositionEmbeddings)", kind: .usage)
         }
@@ -78,6 +79,11 @@ public struct Calibrator {
             "windows_in_file": "\(range.count)",
             "batch_windows": "\(batchWindows)",
         ]
+        if let g = layout.gradients {
+            m["gradients"] = g.second ? "second" : "first"
+            m["grad_dtype"] = g.dtype.rawValue
+            m["gradient_loss"] = GradientLayout.loss
+        }
         if !layout.complete, let shard {
             m["shards"] = "\(shard.index)"
             m["shard_count"] = "\(shard.count)"
@@ -100,15 +106,26 @@ public struct Calibrator {
     /// cached input, or from the embedding), and every layer computed stores its statistics and
     /// the next layer's input. With `fromCache`, every layer's statistics are computed from its
     /// cached input alone (no forward pass through earlier layers).
+    ///
+    /// With gradients in the layout, `gradients` (the gradient pass's sums) go into each layer's
+    /// entries and the loss at the end.
     public func run(into writer: TensorFileWriter, cache: ActivationCache? = nil, fromCache: Bool = false,
-                    progress: ((Int) -> Void)? = nil) throws {
+                    gradients: GradientSums? = nil, progress: ((Int) -> Void)? = nil) throws {
         let c = model.config, T = windows.length, L = c.numLayers, C = c.hiddenSize
+        guard (layout.gradients == nil) == (gradients == nil) else {
+            throw CalibrationError("gradient statistics asked without their gradient pass (or given unasked)", kind: .usage)
+        }
+        if gradients != nil && (cache != nil || fromCache) {
+            throw CalibrationError("--gradients does not use the activation cache: run it without --cache", kind: .usage)
+        }
         let runner = Runner(model: model, maxPositions: T)
         runner.batchRows = batchWindows * T
         let rows = range.count * T
         let all = layout.entries(c)
         func entries(_ l: Int) -> [TensorEntry] { all.filter { $0.name.hasPrefix("model.layers.\(l).") } }
         func finish(_ stats: LayerStatistics) throws {
+            stats.gradient = gradients?.first.layers[stats.layer]
+            stats.gradientSquares = gradients?.second?.layers[stats.layer]
             try stats.write(to: writer, layout: layout)
             if let cache {
                 let w = try cache.statisticsWriter(stats.layer, entries: entries(stats.layer), settings: settings)
@@ -184,6 +201,10 @@ public struct Calibrator {
                                      current = LayerStatistics(layer: l + 1, config: c, layout: layout, windowLength: T)
                                  }
                              })
+        if let gradients {
+            try writer.write(StatNames.lossSum, doubles: [gradients.loss.sum])
+            try writer.write(StatNames.lossCount, integers: [gradients.loss.count])
+        }
     }
 
     /// Sequential calibration: layer l's statistics are measured on the outputs of layers
@@ -196,6 +217,9 @@ public struct Calibrator {
     /// last cached input; a cache of another model, windows or recipe is refused.
     public func runSequential(into writer: TensorFileWriter, pruner: LayerPruner, cache: ActivationCache? = nil,
                               progress: ((Int) -> Void)? = nil) throws {
+        guard layout.gradients == nil else {
+            throw CalibrationError("--gradients is a property of the dense model: not with --sequential", kind: .usage)
+        }
         guard layout.complete else {
             throw CalibrationError("--sequential cannot run on a shard: every layer must be pruned from the statistics of all windows", kind: .usage)
         }

@@ -55,7 +55,34 @@ public enum StatNames {
         "model.layers.\(l).block.\(field.rawValue)"
     }
 
+    /// Σ over windows of the gradient of the window's mean next-token loss (`calibrate --gradients`),
+    /// or of its square (`--gradients second`), of projection p's weight: [out, in].
+    public static func gradient(_ l: Int, _ p: Projection, squared: Bool) -> String {
+        TensorNames.weight(l, p) + (squared ? ".grad_sq_sum" : ".grad_sum")
+    }
+
+    /// The loss the gradients are of, summed over its positions, and the positions: [1] each.
+    public static let lossSum = "lm_loss.sum"
+    public static let lossCount = "lm_loss.count"
+
     public static let format = "prunekit-stats"
+}
+
+/// Which gradient statistics a run collects (`calibrate --gradients first|second`).
+public struct GradientLayout: Sendable, Equatable {
+    /// Also Σ of per-window squared gradients (one backward per window).
+    public var second: Bool
+    /// F32 or BF16.
+    public var dtype: DType
+
+    public init(second: Bool, dtype: DType) {
+        self.second = second
+        self.dtype = dtype
+    }
+
+    /// The loss whose gradients are stored (metadata `gradient_loss`): the mean next-token
+    /// cross-entropy of each window, summed over windows.
+    public static let loss = "next-token cross-entropy, mean per window"
 }
 
 public enum PointField: String, CaseIterable, Sendable {
@@ -83,16 +110,20 @@ public struct StatisticsLayout: Sendable, Equatable {
     /// sums instead of the fluctuation.
     public var windows: Int
     public var complete: Bool = true
+    public var gradients: GradientLayout?
 
-    public init(gramPoints: Set<StatPoint> = [], gramDType: DType = .F32, windows: Int, complete: Bool = true) {
+    public init(gramPoints: Set<StatPoint> = [], gramDType: DType = .F32, windows: Int, complete: Bool = true,
+                gradients: GradientLayout? = nil) {
         self.gramPoints = gramPoints
         self.gramDType = gramDType
         self.windows = windows
         self.complete = complete
+        self.gradients = gradients
     }
 
     /// Every entry of the file, in order: per layer the four points (count, sum, sumsq, gram,
-    /// fluctuation or window sums), then the block statistics.
+    /// fluctuation or window sums), the block statistics, then with gradients each projection's
+    /// gradient sums; with gradients, the loss at the end.
     public func entries(_ c: LlamaConfig) -> [TensorEntry] {
         var out: [TensorEntry] = []
         for l in 0..<c.numLayers {
@@ -117,6 +148,19 @@ public struct StatisticsLayout: Sendable, Equatable {
             for f in BlockField.allCases where f != .count {
                 out.append(TensorEntry(name: StatNames.block(l, f), dtype: .F64, shape: [1]))
             }
+            if let g = gradients {
+                for p in Projection.allCases {
+                    let (rows, cols) = TensorNames.projectionShape(p, config: c, layer: l)
+                    for squared in g.second ? [false, true] : [false] {
+                        out.append(TensorEntry(name: StatNames.gradient(l, p, squared: squared), dtype: g.dtype,
+                                               shape: [rows, cols]))
+                    }
+                }
+            }
+        }
+        if gradients != nil {
+            out.append(TensorEntry(name: StatNames.lossSum, dtype: .F64, shape: [1]))
+            out.append(TensorEntry(name: StatNames.lossCount, dtype: .I64, shape: [1]))
         }
         return out
     }
@@ -275,6 +319,10 @@ public final class LayerStatistics {
     public let layer: Int
     public var points: [StatPoint: PointStatistics] = [:]
     public var block = BlockStatistics()
+    /// Σ of gradients (and of squared per-window gradients) of the layer's weights, from the
+    /// gradient pass, when the layout has gradients.
+    public var gradient: LayerWeights?
+    public var gradientSquares: LayerWeights?
     let windowLength: Int
     let hiddenSize: Int
     private var blockInput: [Float] = []
@@ -354,6 +402,15 @@ public final class LayerStatistics {
         try writer.write(StatNames.block(l, .cosineSum), doubles: [block.cosineSum])
         try writer.write(StatNames.block(l, .mseSum), doubles: [block.mseSum])
         try writer.write(StatNames.block(l, .maeSum), doubles: [block.maeSum])
+        if let g = layout.gradients {
+            guard let sums = gradient, !g.second || gradientSquares != nil else {
+                throw CalibrationError("layer \(l): the gradient statistics were not computed")
+            }
+            for p in Projection.allCases {
+                try writer.write(StatNames.gradient(l, p, squared: false), floats: sums.linear(p).weight)
+                if g.second { try writer.write(StatNames.gradient(l, p, squared: true), floats: gradientSquares!.linear(p).weight) }
+            }
+        }
     }
 }
 

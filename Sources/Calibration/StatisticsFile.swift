@@ -111,6 +111,29 @@ public final class StatisticsFile: StatisticsSource {
         file.header.entry(StatNames.point(l, p, .gram)) == nil ? nil : try point(l, p, .gram)
     }
 
+    /// The gradient statistics the file holds: nil without `calibrate --gradients`. Refuses those
+    /// of another loss.
+    public func gradientOrder() throws -> String? {
+        guard let order = metadata["gradients"] else { return nil }
+        guard metadata["gradient_loss"] == GradientLayout.loss else {
+            throw StatisticsFileError("\(path): gradients of another loss (\(metadata["gradient_loss"] ?? "unnamed")), not of the \(GradientLayout.loss)")
+        }
+        return order
+    }
+
+    /// Projection p's gradient sum over the N windows (`squared`: of per-window squares), [out, in],
+    /// checked to be `shape`.
+    public func gradient(_ l: Int, _ p: Projection, squared: Bool, shape: (Int, Int)) throws -> [Float] {
+        let name = StatNames.gradient(l, p, squared: squared)
+        guard let e = file.header.entry(name) else {
+            throw StatisticsFileError("\(path): \(name) is missing (run calibrate --gradients \(squared ? "second" : "first"))")
+        }
+        guard e.shape == [shape.0, shape.1] else {
+            throw StatisticsFileError("\(path): \(name) has shape \(e.shape), the model's weight [\(shape.0), \(shape.1)]")
+        }
+        return try file.floats(name)
+    }
+
     /// A block statistic of layer l (CFSP's angular sums and their kin).
     public func block(_ l: Int, _ field: BlockField) throws -> [Double] {
         let name = StatNames.block(l, field)

@@ -5,7 +5,8 @@ import TensorIO
 public enum StatisticsMerge {
     /// Metadata that must agree between shards.
     static let sameKeys = ["format", "fingerprint", "samples", "seqlen", "seed", "data_sha256", "windows_sha256",
-                           "windows_mode", "gram", "gram_dtype", "shard_count", "batch_windows"]
+                           "windows_mode", "gram", "gram_dtype", "shard_count", "batch_windows", "gradients", "grad_dtype",
+                           "gradient_loss"]
 
     /// Adds the sums of `paths` (shard files) and writes the result: a complete statistics file
     /// when the shards cover every window (per-window sums become FLAP's fluctuation), else a

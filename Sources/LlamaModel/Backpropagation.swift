@@ -19,6 +19,24 @@ public struct ModelGradients {
         head = c.tieWordEmbeddings ? nil : embedding
     }
 
+    /// Sets every gradient to zero, in place.
+    public mutating func zero() {
+        func clear(_ a: inout [Float]) { a.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        func clear(_ m: inout Linear) {
+            clear(&m.weight)
+            if m.bias != nil { clear(&m.bias!) }
+        }
+        clear(&embedding)
+        clear(&finalNorm)
+        if head != nil { clear(&head!) }
+        for l in layers.indices {
+            clear(&layers[l].inputNorm)
+            clear(&layers[l].postAttentionNorm)
+            clear(&layers[l].q); clear(&layers[l].k); clear(&layers[l].v); clear(&layers[l].o)
+            clear(&layers[l].gate); clear(&layers[l].up); clear(&layers[l].down)
+        }
+    }
+
     /// Every gradient under its parameter's Hugging Face name, in the canonical order (embedding,
     /// each layer's tensors in forward order, final norm, head).
     public var named: [(name: String, values: [Float])] {
@@ -54,6 +72,11 @@ public struct LossSum: Sendable, Equatable {
     public var sum: Double
     public var count: Int
     public var mean: Double { sum / Double(max(count, 1)) }
+
+    public init(sum: Double, count: Int) {
+        self.sum = sum
+        self.count = count
+    }
 }
 
 extension Runner {
@@ -61,12 +84,13 @@ extension Runner {
     /// position t < T−1 of the cross-entropy of predicting token t+1 of the same window, as
     /// transformers' `labels=input_ids` loss — and its gradient with respect to every parameter,
     /// added to `gradients` (so that batches sum). Returns the loss summed and its count; the
-    /// gradients are those of the mean (each position weighted 1/count).
+    /// gradients are those of the mean (each position weighted 1/count), or of the sum with each
+    /// position weighted `positionWeight` (1/(T−1): the sum over windows of each window's mean).
     ///
     /// Memory: the final norm's output [R, C] and its gradient, logits of 256 rows at a time
     /// ([256, V]; never [R, V]), and the layers' activations as `policy` says.
     public func lossAndGradients(_ windows: [[Int32]], into gradients: inout ModelGradients,
-                                 policy: ActivationPolicy = .recompute) throws -> LossSum {
+                                 policy: ActivationPolicy = .recompute, positionWeight: Float? = nil) throws -> LossSum {
         guard let T = windows.first?.count, T > 1 else {
             throw RunnerError("the loss needs windows of at least 2 tokens")
         }
@@ -120,7 +144,7 @@ extension Runner {
                     BLAS.linear(x: n, w: e.baseAddress!, y: logits.pointer, T: r, C: C, F: V)
                     lossSum += targets.withUnsafeBufferPointer {
                         crossEntropyBackward(logits: logits.pointer, targets: $0.baseAddress! + first, T: r, V: V,
-                                             scale: 1 / Float(count))
+                                             scale: positionWeight ?? 1 / Float(count))
                     }
                     BLAS.linearBackward(dy: logits.pointer, x: n, w: e.baseAddress!, dx: dnormed.pointer + first * C,
                                         dw: dHead, T: r, C: C, F: V)

@@ -40,6 +40,9 @@ public struct LayerWeights: Sendable {
         self.down = down
     }
 
+    /// The seven projections, in `Projection.allCases` order, for in-place access.
+    public static let projections: [WritableKeyPath<LayerWeights, Linear>] = [\.q, \.k, \.v, \.o, \.gate, \.up, \.down]
+
     public func linear(_ p: Projection) -> Linear {
         switch p {
         case .q: return q

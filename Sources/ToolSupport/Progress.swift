@@ -4,7 +4,8 @@ import Foundation
 /// every few seconds otherwise (logs stay readable), nothing with --quiet.
 public final class Progress {
     private let label: String
-    private let total: Int
+    /// Settable for a count known only once the work starts.
+    public var total: Int
     private let unit: String
     private let quiet: Bool
     private let isTerminal: Bool

@@ -24,6 +24,11 @@ struct Run: ParsableCommand {
             slices of that stream (as get_wikitext2 draws from its text). --text draws slices of one \
             stream the same way. --tokens uses the file's windows exactly.
 
+            --gradients first|second: before the statistics, a forward and backward pass over the \
+            same windows; per linear weight the file gains Σ over windows of the gradient of the \
+            window's mean next-token loss (.grad_sum) and, with second, of its square (.grad_sq_sum), \
+            for `score --metric taylor` (LLM-Pruner) and `hywia`.
+
             Statistics, per decoder layer l, at the inputs of q/k/v (model.layers.l.self_attn.q_proj.input.*), \
             o_proj, gate/up (mlp.gate_proj.input.*) and down_proj: token count, per-channel sum and sum of \
             squares (float64); with --gram, XᵀX; at o_proj and down_proj FLAP's fluctuation as its code \
@@ -53,6 +58,12 @@ struct Run: ParsableCommand {
     @Option(name: .long, help: "Element type of stored Gram matrices: f32 or f64.")
     var gramDtype: String = "f32"
 
+    @Option(name: .long, help: "Gradient statistics of the language-model loss (each window's mean next-token cross-entropy): first (Σ over windows of the gradient of every linear weight) or second (also Σ of per-window squared gradients: one backward per window).")
+    var gradients: String?
+
+    @Option(name: .long, help: "Element type of stored gradient sums: f32 or bf16.")
+    var gradDtype: String = "f32"
+
     @Option(name: .long, help: "Compute shard i of n (i/n, counted from 0) of the windows; merge the shards with 'calibrate merge'.")
     var shard: String?
 
@@ -78,6 +89,10 @@ struct Run: ParsableCommand {
         guard ["f32", "bf16"].contains(cacheDtype.lowercased()), ["f32", "f64"].contains(gramDtype.lowercased()) else {
             throw ValidationError("--cache-dtype must be f32 or bf16, --gram-dtype f32 or f64")
         }
+        if let gradients, !["first", "second"].contains(gradients) {
+            throw ValidationError("--gradients must be first or second")
+        }
+        guard ["f32", "bf16"].contains(gradDtype.lowercased()) else { throw ValidationError("--grad-dtype must be f32 or bf16") }
     }
 
     func run() throws {
@@ -91,12 +106,21 @@ struct Run: ParsableCommand {
             request.cache = cache
             request.cacheDType = cacheDtype.lowercased() == "bf16" ? .BF16 : .F32
             request.fromCache = fromCache
+            request.gradients = gradients.map {
+                GradientLayout(second: $0 == "second", dtype: gradDtype.lowercased() == "bf16" ? .BF16 : .F32)
+            }
             let model = try Model.open(self.model.model)
             request.pruner = try sequential.pruner(model: model)
             let progress = Progress("calibrate", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
+            let backward = Progress("calibrate gradients", total: 0, unit: "windows", quiet: common.quiet || gradients == nil)
             let run = try Calibrator.run(request, model: model, output: output.output, metadata: standardMetadata(tool: "calibrate"),
                                          note: { if !common.quiet { printError("calibrate: note: \($0)") } },
-                                         progress: progress.update)
+                                         progress: progress.update,
+                                         gradientProgress: { done, total in
+                                             backward.total = total
+                                             backward.update(done)
+                                             if done == total { backward.finish() }
+                                         })
             progress.finish()
             if !common.quiet {
                 printError(String(format: "calibrate: %d windows × %d tokens (%@), %.1f s, %.0f tokens/s, peak memory %.0f MB",

@@ -28,6 +28,15 @@ struct Score: ParsableCommand {
     @Option(name: .long, help: "Metric: \(ScoreMetric.allCases.map(\.rawValue).joined(separator: ", ")).")
     var metric: String
 
+    @Option(name: .long, help: "taylor: first (W⊙G), second (W⊙H⊙W) or mix (W⊙G − ½W⊙H⊙W); second and mix need calibrate --gradients second.")
+    var order: String = "first"
+
+    @Option(name: .long, help: "taylor: element (Σ|s| over a channel's weights) or vector (|Σ s|).")
+    var granularity: String = "element"
+
+    @Option(name: .long, help: "taylor: across a unit's coupled weights: sum, mean, max, prod or first.")
+    var reduce: String = "sum"
+
     @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions
 
@@ -37,11 +46,17 @@ struct Score: ParsableCommand {
             guard let metric = ScoreMetric(rawValue: metric) else {
                 throw UsageError("unknown metric '\(self.metric)' (\(ScoreMetric.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
+            guard let order = TaylorOptions.Order(rawValue: order),
+                  let granularity = TaylorOptions.Granularity(rawValue: granularity),
+                  let reduce = TaylorOptions.Reduction(rawValue: reduce)
+            else {
+                throw UsageError("--order must be first, second or mix; --granularity vector or element; --reduce sum, mean, max, prod or first")
+            }
             let model = try Model.open(self.model.model)
             let statsFile = try StatisticsFile(path: stats)
             let progress = Progress("score", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             try ScoresFile.write(path: output.output, model: model, stats: statsFile, metric: metric,
-                                 metadata: standardMetadata(tool: "score"), progress: progress.update)
+                                 taylor: TaylorOptions(order: order, granularity: granularity, reduce: reduce), metadata: standardMetadata(tool: "score"), progress: progress.update)
             progress.finish()
         }
     }

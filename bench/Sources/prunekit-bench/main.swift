@@ -10,6 +10,8 @@
 //   prunekit-bench copy [--MB 512] [--threads t] [--repeats r]
 //       memory bandwidth of a large copy (bytes read + written per second, as STREAM counts it)
 //       and of a large read (a sum): the yardsticks of decoding, which reads every weight once per token.
+//   prunekit-bench backward MODEL [--T 128] [--N 16] [--keep 0|1] [--threads t]
+//       tokens/s of forward + backward of the language-model loss (Backward.swift).
 // Every figure is the best of `repeats` runs after one warm-up.
 import Foundation
 import Kernels
@@ -143,7 +145,9 @@ func elementwiseBench(_ o: Options) {
 let args = CommandLine.arguments
 do {
     guard args.count >= 2 else { throw UsageError("missing command") }
-    let options = try Options(args.dropFirst(2))
+    let positional = args[1] == "backward" ? 1 : 0  // backward MODEL [options]
+    guard args.count >= 2 + positional else { throw UsageError("missing MODEL") }
+    let options = try Options(args.dropFirst(2 + positional))
     if let t = options.values["threads"] {
         guard t >= 1 else { throw UsageError("--threads must be at least 1") }
         BLAS.setThreads(t)
@@ -153,6 +157,7 @@ do {
     case "attention": attentionBench(options)
     case "elementwise": elementwiseBench(options)
     case "copy": copyBench(options)
+    case "backward": try backwardBench(args[2], options)
     default: throw UsageError("unknown command '\(args[1])'")
     }
 } catch {
@@ -162,6 +167,7 @@ do {
                prunekit-bench attention [--T 2048] [--H 9] [--Hkv 3] [--D 64] [--threads t]
                prunekit-bench elementwise [--T 2048] [--C 576] [--F 1536] [--H 9] [--D 64] [--V 49152]
                prunekit-bench copy [--MB 512] [--threads t]
+               prunekit-bench backward MODEL [--T 128] [--N 16] [--keep 0|1] [--threads t]
 
         """.utf8))
     exit(64)

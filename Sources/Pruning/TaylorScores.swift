@@ -1,0 +1,125 @@
+import Calibration
+import Foundation
+import LlamaModel
+
+// Taylor importance as LLM-Pruner computes it (horseee/LLM-Pruner LLMPruner/pruner/hf_llama_pruner.py,
+// `TaylorImportance`, with hf_prune.py's gradients), from the gradient sums of `calibrate --gradients`
+// over N windows: G = Σ_n ∇ℓ_n / N (its weight.grad: the gradient of the batch's mean loss) and
+// H = Σ_n (∇ℓ_n)² / N (its acc_grad, the diagonal-Fisher estimate of the Hessian).
+//   salience   first: s = W⊙G     second: s = W⊙H⊙W     mix: s = W⊙G − ½·W⊙H⊙W
+//   per coupled weight and channel (a row of an output projection, a column of an input one):
+//              vector: |Σ s| over the channel's weights      element: Σ |s|
+//   per unit:  the coupled weights' channel values reduced (sum, mean, max, prod, or first = the
+//              root's: gate_proj, q_proj), then summed over a head's channels (consecutive groups)
+//              by allocate.
+// Coupled weights of a unit, as LLM-Pruner's dependency graph couples them (block-wise pruning):
+//   MLP channel j:         gate_proj row j, up_proj row j, down_proj column j   (root gate_proj)
+//   attention channel c:   q_proj row c and o_proj column c (c = h·D + d of head h; root q_proj),
+//                          and k_proj, v_proj rows c when every query head has its own KV head
+//                          (LLaMA-1's MHA, which LLM-Pruner targets). With grouped-query attention a
+//                          KV head's rows belong to several query heads and are removed only with the
+//                          whole group: they enter no channel's score (docs/DESIGN.md).
+// Scores are per channel (the o_proj and down_proj input channels), like every metric here.
+
+public struct TaylorOptions: Sendable, Equatable {
+    public enum Order: String, CaseIterable, Sendable { case first, second, mix }
+    public enum Granularity: String, CaseIterable, Sendable { case vector, element }
+    public enum Reduction: String, CaseIterable, Sendable { case sum, mean, max, prod, first }
+
+    public var order: Order
+    public var granularity: Granularity
+    public var reduce: Reduction
+
+    public init(order: Order = .first, granularity: Granularity = .element, reduce: Reduction = .sum) {
+        self.order = order
+        self.granularity = granularity
+        self.reduce = reduce
+    }
+
+    /// `order=first;granularity=element;reduce=sum` (the scores file's metadata `taylor`).
+    public var description: String { "order=\(order.rawValue);granularity=\(granularity.rawValue);reduce=\(reduce.rawValue)" }
+}
+
+/// One weight's salience reduced to its channels (rows or columns).
+struct ChannelSalience {
+    var rows: [Double]
+    var columns: [Double]
+}
+
+enum TaylorScoring {
+    /// Layer l's channel scores.
+    static func score(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
+                      windows N: Int, options o: TaylorOptions) throws -> LayerScores {
+        let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], D = c.headDim
+        func salience(_ p: Projection) throws -> ChannelSalience {
+            let m = w.linear(p)
+            let shape = (m.outFeatures, m.inFeatures)
+            let g = o.order == .second ? nil : try stats.gradient(l, p, squared: false, shape: shape)
+            let h = o.order == .first ? nil : try stats.gradient(l, p, squared: true, shape: shape)
+            return channels(weight: m.weight, gradientSum: g, squaresSum: h, rows: m.outFeatures, columns: m.inFeatures,
+                            windows: N, options: o)
+        }
+        func reduce(_ stack: [[Double]]) -> [Double] {
+            let n = stack[0].count
+            return (0..<n).map { i in
+                let v = stack.map { $0[i] }
+                switch o.reduce {
+                case .sum: return v.reduce(0, +)
+                case .mean: return v.reduce(0, +) / Double(v.count)
+                case .max: return v.max()!
+                case .prod: return v.reduce(1, *)
+                case .first: return v[0]
+                }
+            }
+        }
+        var attention: [Double] = []
+        if H > 0 && w.o.inFeatures > 0 {
+            guard c.attentionOutputWidth(layer: l) == H * D else {
+                throw StatisticsFileError("layer \(l): taylor scores heads of full-width values; this model's value heads are narrowed (a FASP V/O model)")
+            }
+            var stack = [try salience(.q).rows]  // the root first
+            if H == Hkv { stack += [try salience(.k).rows, try salience(.v).rows] }
+            stack.append(try salience(.o).columns)
+            attention = reduce(stack)
+        }
+        var mlp: [Double] = []
+        if w.down.inFeatures > 0 {
+            mlp = reduce([try salience(.gate).rows, try salience(.up).rows, try salience(.down).columns])
+        }
+        for (name, scores) in [("attention", attention), ("MLP", mlp)] {
+            if let bad = scores.firstIndex(where: { !$0.isFinite }) {
+                throw StatisticsFileError("\(stats.path): layer \(l) \(name) channel \(bad): the taylor score is \(scores[bad]) (NaN or infinite gradients)")
+            }
+        }
+        return LayerScores(attention: attention, mlp: mlp)
+    }
+
+    /// Per-row and per-column salience of one weight W[rows, columns] (float64 accumulation).
+    static func channels(weight: [Float], gradientSum: [Float]?, squaresSum: [Float]?, rows: Int, columns: Int,
+                         windows N: Int, options o: TaylorOptions) -> ChannelSalience {
+        var rowSums = [Double](repeating: 0, count: rows), columnSums = [Double](repeating: 0, count: columns)
+        let inv = 1 / Double(N)
+        for i in 0..<rows {
+            for j in 0..<columns {
+                let k = i * columns + j
+                let wv = Double(weight[k])
+                let first = gradientSum.map { wv * Double($0[k]) * inv } ?? 0
+                let second = squaresSum.map { wv * Double($0[k]) * inv * wv } ?? 0
+                var s: Double
+                switch o.order {
+                case .first: s = first
+                case .second: s = second
+                case .mix: s = first - 0.5 * second
+                }
+                if o.granularity == .element { s = abs(s) }
+                rowSums[i] += s
+                columnSums[j] += s
+            }
+        }
+        if o.granularity == .vector {
+            rowSums = rowSums.map(abs)
+            columnSums = columnSums.map(abs)
+        }
+        return ChannelSalience(rows: rowSums, columns: columnSums)
+    }
+}
