@@ -249,7 +249,7 @@ final class ScoreToolTests: XCTestCase {
         let cases: [([String], Int32, String)] = [
             (["--model", uniform, "--stats", foreign, "--metric", "flap"], 65, "statistics of another model"),
             (["--model", uniform, "--stats", shard, "--metric", "flap"], 65, "merge the shards first"),
-            (["--model", uniform, "--stats", stats, "--metric", "taylor"], 64, "unknown metric 'taylor'"),
+            (["--model", uniform, "--stats", stats, "--metric", "nosuch"], 64, "unknown metric 'nosuch'"),
             (["--model", uniform, "--stats", uniform, "--metric", "flap"], 65, "not a statistics file"),
         ]
         for (args, status, message) in cases {
