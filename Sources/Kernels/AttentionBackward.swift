@@ -108,12 +108,7 @@ private func attentionBlockBackward(
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(M), Int32(L), Int32(w), 1,
                 dop, Int32(w), v + values.offsets[g], Int32(VW), 0, dp, Int32(L))
     // ds = p ⊙ (dp − Σ_j p·dp), in dp
-    for m in 0..<M {
-        let pr = p + m * L, dr = dp + m * L
-        var dot: Float = 0
-        for j in 0..<L { dot += pr[j] * dr[j] }
-        for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
-    }
+    for m in 0..<M { softmaxBackwardRow(p + m * L, dp + m * L, L) }
     // dqp[M, D] = scale · ds · k[0..<L, g];  dq rows += dqp
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(M), Int32(D), Int32(L), scale,
                 dp, Int32(L), k + g * D, Int32(Hkv * D), 0, dqp, Int32(D))
@@ -126,6 +121,20 @@ private func attentionBlockBackward(
     // dk[0..<L, g] += scale · dsᵀ · qp
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(L), Int32(D), Int32(M), scale,
                 dp, Int32(L), qp, Int32(D), 1, dk + g * D, Int32(Hkv * D))
+}
+
+/// In place: dp = p ⊙ (dp − Σ_j p_j·dp_j) over one row of n.
+@inline(__always)
+private func softmaxBackwardRow(_ p: UnsafePointer<Float>, _ dp: UnsafeMutablePointer<Float>, _ n: Int) {
+    var acc = Float8(repeating: 0)
+    var i = 0
+    while i + 8 <= n { acc += loadFloat8(p + i) * loadFloat8(dp + i); i += 8 }
+    var dot = acc.sum()
+    while i < n { dot += p[i] * dp[i]; i += 1 }
+    let d = Float8(repeating: dot)
+    i = 0
+    while i + 8 <= n { storeFloat8(loadFloat8(p + i) * (loadFloat8(dp + i) - d), dp + i); i += 8 }
+    while i < n { dp[i] = p[i] * (dp[i] - dot); i += 1 }
 }
 
 /// In place: x[0..<valid] = e^(x − lse), x[valid..<total] = 0.

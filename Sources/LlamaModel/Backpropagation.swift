@@ -59,12 +59,25 @@ public struct ModelGradients {
 /// What the backward keeps of the forward.
 public enum ActivationPolicy: String, Sendable, CaseIterable {
     /// Every layer's recorded activations (`BlockScratch` recording) live until its backward:
-    /// per token about 8.5k floats a layer for SmolLM2 (33.8 KB; 1.0 MB over its 30 layers).
+    /// per token 5.8k floats a layer for SmolLM2 (23 KB; 0.69 MB over its 30 layers).
     case keep
     /// Only each layer's input is kept (C floats a token and layer: 2.3 KB for SmolLM2, 69 KB
     /// over 30 layers); the backward runs the layer's forward again, recording, just before its
     /// backward — one more forward of every layer, a third more arithmetic.
     case recompute
+}
+
+/// The buffers of `lossAndGradients`, kept by the runner between calls: fresh memory costs a page
+/// fault and a clearing per 4 KB touched (16% of a backward's time at T = 1024 when every call
+/// allocated anew).
+final class BackpropWorkspace {
+    var inputs: [Buffer] = []  // recompute: each layer's input
+    var recorded: [BlockScratch] = []  // keep: each layer's activations
+    let transient = TransientBuffers()  // the recording layers' norms and SwiGLU products
+    lazy var record = BlockScratch(recording: transient)  // recompute: the one layer being differentiated
+    let scratch = BlockScratch()
+    let gradients = BlockGradients()
+    let normed = Buffer(), rstd = Buffer(), dnormed = Buffer(), logits = Buffer(), dx = Buffer()
 }
 
 /// A language-model loss summed over its positions, and how many positions it counts.
@@ -80,6 +93,9 @@ public struct LossSum: Sendable, Equatable {
 }
 
 extension Runner {
+    /// Frees the buffers `lossAndGradients` keeps between calls.
+    public func releaseBackpropWorkspace() { backpropWorkspace = nil }
+
     /// The language-model loss of windows of equal length T — the mean over every window and
     /// position t < T−1 of the cross-entropy of predicting token t+1 of the same window, as
     /// transformers' `labels=input_ids` loss — and its gradient with respect to every parameter,
@@ -88,7 +104,8 @@ extension Runner {
     /// position weighted `positionWeight` (1/(T−1): the sum over windows of each window's mean).
     ///
     /// Memory: the final norm's output [R, C] and its gradient, logits of 256 rows at a time
-    /// ([256, V]; never [R, V]), and the layers' activations as `policy` says.
+    /// ([256, V]; never [R, V]), and the layers' activations as `policy` says — kept by the runner
+    /// for its next call (`releaseBackpropWorkspace`).
     public func lossAndGradients(_ windows: [[Int32]], into gradients: inout ModelGradients,
                                  policy: ActivationPolicy = .recompute, positionWeight: Float? = nil) throws -> LossSum {
         guard let T = windows.first?.count, T > 1 else {
@@ -103,22 +120,21 @@ extension Runner {
 
         // Forward, keeping each layer's input (recompute) or its recorded activations (keep).
         func weights(_ l: Int) throws -> LayerWeights { try keptLayers?[l] ?? model.layer(l) }
-        var inputs: [Buffer] = [], recorded: [BlockScratch] = []
-        let scratch = BlockScratch()
+        let ws = backpropWorkspace ?? BackpropWorkspace()
+        backpropWorkspace = ws
         for l in 0..<L {
             let w = try weights(l)
             switch policy {
             case .recompute:
-                let saved = Buffer(count: R * C)
-                saved.pointer.update(from: x.pointer, count: R * C)
-                inputs.append(saved)
+                if ws.inputs.count <= l { ws.inputs.append(Buffer()) }
+                ws.inputs[l].reserve(R * C)
+                ws.inputs[l].pointer.update(from: x.pointer, count: R * C)
                 runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
-                         scratch: scratch)
+                         scratch: ws.scratch)
             case .keep:
-                let record = BlockScratch(recording: true)
+                if ws.recorded.count <= l { ws.recorded.append(BlockScratch(recording: ws.transient)) }
                 runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
-                         scratch: record)
-                recorded.append(record)
+                         scratch: ws.recorded[l])
             }
         }
 
@@ -126,7 +142,11 @@ extension Runner {
         let norm = try keptFinalNorm ?? model.finalNorm()
         let untied = try keptHead ?? model.head()
         let headWeights = untied ?? embedding
-        let normed = Buffer(count: R * C), rstd = Buffer(count: R), dnormed = Buffer(count: R * C)
+        let normed = ws.normed, rstd = ws.rstd, dnormed = ws.dnormed
+        normed.reserve(R * C)
+        rstd.reserve(R)
+        dnormed.reserve(R * C)
+        dnormed.pointer.update(repeating: 0, count: R * C)
         var targets = [Int32](repeating: -1, count: R)
         for i in 0..<R where i % T != T - 1 { targets[i] = tokens[i + 1] }
         let count = N * (T - 1)
@@ -135,7 +155,8 @@ extension Runner {
                     rstd: rstd.pointer)
         }
         let chunk = min(256, R)
-        let logits = Buffer(count: chunk * V)
+        let logits = ws.logits
+        logits.reserve(chunk * V)
         var lossSum = 0.0
         headWeights.withUnsafeBufferPointer { e in
             func headGradient(_ dHead: UnsafeMutablePointer<Float>) {
@@ -156,7 +177,9 @@ extension Runner {
                 gradients.embedding.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
             }
         }
-        let dx = Buffer(count: R * C)
+        let dx = ws.dx
+        dx.reserve(R * C)
+        dx.pointer.update(repeating: 0, count: R * C)
         norm.withUnsafeBufferPointer { weight in
             gradients.finalNorm.withUnsafeMutableBufferPointer { dweight in
                 rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
@@ -165,23 +188,19 @@ extension Runner {
         }
 
         // Layers, last to first.
-        let dscratch = BlockGradients()
-        let record = policy == .recompute ? BlockScratch(recording: true) : nil
         for l in stride(from: L - 1, through: 0, by: -1) {
             let w = try weights(l)
             let activations: BlockScratch
-            if let record {
+            if policy == .recompute {
                 // The layer's forward again, recording (on its saved input, overwritten).
-                runBlock(w, x: inputs[l].pointer, rows: R, layout: .windows(length: T), config: c, layer: l,
-                         rotary: rotary, scratch: record)
-                inputs[l] = Buffer()
-                activations = record
+                runBlock(w, x: ws.inputs[l].pointer, rows: R, layout: .windows(length: T), config: c, layer: l,
+                         rotary: rotary, scratch: ws.record)
+                activations = ws.record
             } else {
-                activations = recorded[l]
-                recorded[l] = BlockScratch()
+                activations = ws.recorded[l]
             }
             blockBackward(w, gradient: &gradients.layers[l], dx: dx.pointer, rows: R, windowLength: T, config: c,
-                          layer: l, rotary: rotary, activations: activations, scratch: dscratch)
+                          layer: l, rotary: rotary, activations: activations, scratch: ws.gradients)
         }
 
         // x = E[tokens]: each row's gradient goes to its token's row of the embedding.

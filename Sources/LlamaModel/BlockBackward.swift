@@ -75,7 +75,17 @@ func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: Unsafe
     let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
     let VW = c.valueRows(layer: l), OW = c.attentionOutputWidth(layer: l)
     d.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
+    s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
     let dn = d.normed.pointer
+    let eps = Float(c.rmsNormEps)
+    // The forward's transient values, computed again from what was kept (the same bits).
+    w.inputNorm.withUnsafeBufferPointer {
+        rmsNorm(x: s.input.pointer, weight: $0.baseAddress!, eps: eps, out: s.normed.pointer, T: R, C: C)
+    }
+    w.postAttentionNorm.withUnsafeBufferPointer {
+        rmsNorm(x: s.middle.pointer, weight: $0.baseAddress!, eps: eps, out: s.normed2.pointer, T: R, C: C)
+    }
+    swiglu(gate: s.gate.pointer, up: s.up.pointer, out: s.hidden.pointer, count: R * F)
 
     // x += down_proj(hidden): dx flows on unchanged (the residual); dhidden = dx·W_down
     d.hidden.pointer.update(repeating: 0, count: R * F)

@@ -19,30 +19,46 @@ public enum BlockTap {
 ///
 /// Inference reuses them: the second norm writes over the first, the SwiGLU product over the gate,
 /// and the block's input is gone once the residuals are added. A `recording` scratch keeps what
-/// the backward (`blockBackward`) needs instead, each in its own buffer: per row C·4 + H·D + Hkv·D +
-/// VW + OW + 3F floats and H + 2 statistics (SmolLM2: 8,459 floats, 33.8 KB per token and layer).
+/// the backward (`blockBackward`) needs instead: per row the block's input and its value after the
+/// attention residual, q and k after rotary, v, the heads' output, gate and up, the norms' 1/rms and
+/// attention's log-sum-exp — C·2 + H·D + Hkv·D + VW + OW + 2F floats and H + 2 statistics (SmolLM2:
+/// 5,771 floats, 23 KB per token and layer). The norms' outputs and the SwiGLU product, cheap to
+/// compute again, go to `transient` buffers that every recording layer shares.
 final class BlockScratch {
     let recording: Bool
-    private(set) var normed = Buffer()  // [R, C] input_layernorm's output
+    let normed: Buffer  // [R, C] input_layernorm's output
     private(set) var q = Buffer()  // [R, H·D] after rotary
     private(set) var k = Buffer()  // [R, Hkv·D] after rotary
     private(set) var v = Buffer()  // [R, VW], VW = Σ value widths (Hkv·D unless narrowed)
     private(set) var heads = Buffer()  // [R, OW], OW = (H/Hkv)·VW
     private(set) var gate = Buffer()  // [R, F] before the activation
     private(set) var up = Buffer()  // [R, F]
-    // Recording only (else aliases of the buffers above, or absent):
-    private var ownNormed2 = Buffer()  // [R, C] post_attention_layernorm's output
-    private var ownHidden = Buffer()  // [R, F] silu(gate)·up
+    /// post_attention_layernorm's output [R, C] and silu(gate)·up [R, F]: the same buffers as
+    /// `normed` and `gate` unless recording.
+    let normed2: Buffer
+    private let ownHidden: Buffer?
+    // Recording only:
     private(set) var input = Buffer()  // [R, C] the block's input
     private(set) var middle = Buffer()  // [R, C] after the attention residual
     private(set) var rstd1 = Buffer()  // [R] the norms' 1/rms
     private(set) var rstd2 = Buffer()  // [R]
     private(set) var lse = Buffer()  // [R, H] attention's log-sum-exp per row and head
 
-    init(recording: Bool = false) { self.recording = recording }
+    init() {
+        recording = false
+        normed = Buffer()
+        normed2 = normed
+        ownHidden = nil
+    }
 
-    var normed2: Buffer { recording ? ownNormed2 : normed }
-    var hidden: Buffer { recording ? ownHidden : gate }
+    init(recording transient: TransientBuffers) {
+        recording = true
+        normed = transient.normed
+        normed2 = transient.normed2
+        ownHidden = transient.hidden
+    }
+
+    var hidden: Buffer { ownHidden ?? gate }
 
     func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, VW: Int, OW: Int, F: Int) {
         normed.reserve(R * C)
@@ -53,8 +69,8 @@ final class BlockScratch {
         gate.reserve(R * F)
         up.reserve(R * F)
         if recording {
-            ownNormed2.reserve(R * C)
-            ownHidden.reserve(R * F)
+            normed2.reserve(R * C)
+            ownHidden!.reserve(R * F)
             input.reserve(R * C)
             middle.reserve(R * C)
             rstd1.reserve(R)
@@ -62,6 +78,11 @@ final class BlockScratch {
             lse.reserve(R * H)
         }
     }
+}
+
+/// The buffers recording layers share for what their backward computes again.
+final class TransientBuffers {
+    let normed = Buffer(), normed2 = Buffer(), hidden = Buffer()
 }
 
 /// A growable float buffer with a stable base address between `reserve` calls.

@@ -21,6 +21,8 @@ public final class Runner {
     public internal(set) var keptLayers: [LayerWeights]?
     var keptFinalNorm: [Float]?
     var keptHead: [Float]??
+    /// What `lossAndGradients` keeps between calls.
+    var backpropWorkspace: BackpropWorkspace?
 
     public init(model: Model, maxPositions: Int) {
         self.model = model
