@@ -61,6 +61,15 @@ sequential_recipe() {  # RECIPE ARGUMENTS → calibrate's --sequential and the r
     return 0
 }
 
+llm_pruner_layers() {  # → "A-B": LLM-Pruner's pruned layers 4..29 of LLaMA-7B's 32, scaled to the model's depth
+    local layers
+    layers=$(python3 -c "
+import json, struct, sys
+f = open(sys.argv[1], 'rb'); n = struct.unpack('<Q', f.read(8))[0]
+print(json.loads(json.loads(f.read(n))['__metadata__']['config'])['num_hidden_layers'])" "$out/dense.st")
+    echo "$(( (4 * layers + 16) / 32 ))-$(( (30 * layers + 16) / 32 - 1 ))"
+}
+
 calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model is $out/dense.st, the data $calib)
     cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
         /usr/bin/time -f %M -o "$out/calibrate.rss" \

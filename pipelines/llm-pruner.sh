@@ -10,17 +10,11 @@
 # recovery is `finetune`'s. Usage: see pipelines/common.sh.
 NAME=llm-pruner
 run_pipeline() {
-    local layers first last
-    layers=$(python3 -c "
-import json, struct, sys
-f = open(sys.argv[1], 'rb'); n = struct.unpack('<Q', f.read(8))[0]
-print(json.loads(json.loads(f.read(n))['__metadata__']['config'])['num_hidden_layers'])" "$out/dense.st")
-    first=$(( (4 * layers + 16) / 32 )); last=$(( (30 * layers + 16) / 32 - 1 ))
     calibrate_stats --samples 10 --seqlen 64 --gradients first
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric taylor --order first \
         --granularity element --reduce sum --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --attention-unit head \
-        --layers "$first-$last" --plot "$out/plan.svg" -o "$out/plan.st.zst"
+        --layers "$(llm_pruner_layers)" --plot "$out/plan.svg" -o "$out/plan.st.zst"
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o "$out/pruned.st.zst"
 }
 source "$(dirname "$0")/common.sh"

@@ -14,7 +14,7 @@ public enum ScoreMetric: String, CaseIterable, Sendable {
     case flap, wifv, ifv, wifn
     case wandaSP = "wanda-sp"
     case magSP = "mag-sp"
-    case cfsp, fasp, taylor
+    case cfsp, fasp, taylor, hywia
 
     /// Formula and source of each metric (printed by `score --help`, kept in DESIGN.md).
     public var formula: String {
@@ -32,6 +32,8 @@ public enum ScoreMetric: String, CaseIterable, Sendable {
         case .fasp: return "FASP: Σ_i |W_ij| · ‖X_j‖₂, ‖X_j‖₂ = √(Σx_j²), on o_proj (V/O dimensions) and down_proj columns"
         case .taylor:
             return "LLM-Pruner Taylor (hf_llama_pruner.py TaylorImportance): salience W⊙G (--order first), W⊙H⊙W (second), W⊙G − ½W⊙H⊙W (mix), G and H the mean gradient and mean squared per-window gradient (calibrate --gradients); per channel |Σ s| (--granularity vector) or Σ|s| (element) over each coupled weight's row or column (gate, up rows and down column; q row and o column, k and v rows too when H = Hkv), reduced across them (--reduce sum|mean|max|prod|first)"
+        case .hywia:
+            return "HyWIA (our design; the paper gives no code, docs/DESIGN.md): the element-wise (fine) and vector-wise (coarse) Taylor values of each channel, each divided by its layer mean, fused per channel by softmax weights over the two (--fusion adaptive, --temperature τ), or their mean (equal), or one alone (fine, coarse)"
         }
     }
 
@@ -71,11 +73,15 @@ public struct LayerScores {
 public enum Scoring {
     /// The scores of layer l from its weights and the statistics file (N windows).
     public static func score(_ metric: ScoreMetric, layer l: Int, weights w: LayerWeights, stats: any StatisticsSource,
-                             windows N: Int, config: LlamaConfig? = nil, taylor: TaylorOptions = TaylorOptions()) throws
-        -> LayerScores {
-        if metric == .taylor {
+                             windows N: Int, config: LlamaConfig? = nil, taylor: TaylorOptions = TaylorOptions(),
+                             hywia: HyWIAOptions = HyWIAOptions()) throws -> LayerScores {
+        if metric == .taylor || metric == .hywia {
             guard let file = stats as? StatisticsFile, let config else {
-                throw StatisticsFileError("\(stats.path): taylor scores need a statistics file with gradients (calibrate --gradients), not a sequential run's")
+                throw StatisticsFileError("\(stats.path): \(metric.rawValue) scores need a statistics file with gradients (calibrate --gradients), not a sequential run's")
+            }
+            if metric == .hywia {
+                return try TaylorScoring.hywia(layer: l, weights: w, config: config, stats: file, windows: N, options: taylor,
+                                               fusion: hywia)
             }
             return try TaylorScoring.score(layer: l, weights: w, config: config, stats: file, windows: N, options: taylor)
         }
@@ -102,8 +108,8 @@ public enum Scoring {
             case .fasp:
                 let q = try stat(p, .sumsq)
                 out = (0..<width).map { cols.absSum[$0] * q[$0].squareRoot() }
-            case .taylor:
-                preconditionFailure("taylor is scored by TaylorScoring")
+            case .taylor, .hywia:
+                preconditionFailure("\(metric) is scored by TaylorScoring")
             }
             if let bad = out.firstIndex(where: { !$0.isFinite }) {
                 throw StatisticsFileError("\(stats.path): layer \(l) \(p.rawValue) channel \(bad): the score is \(out[bad]) (NaN or infinite statistics)")

@@ -111,15 +111,15 @@ public struct ScoresFile {
 
     /// Scores every layer of `model` from its statistics with `metric` and writes the file.
     public static func write(path: String, model: Model, stats: StatisticsFile, metric: ScoreMetric,
-                             taylor: TaylorOptions = TaylorOptions(),
+                             taylor: TaylorOptions = TaylorOptions(), hywia: HyWIAOptions = HyWIAOptions(),
                              metadata extra: [String: String], progress: (Int) -> Void) throws {
         try stats.requireComplete()
         let fingerprint = try model.fingerprint()
         try stats.requireModel(fingerprint: fingerprint)
         let N = try stats.windows()
-        if metric == .taylor {
+        if metric == .taylor || metric == .hywia {
             guard let order = try stats.gradientOrder() else {
-                throw StatisticsFileError("\(stats.path): statistics without gradients; taylor needs calibrate --gradients \(taylor.order == .first ? "first" : "second")")
+                throw StatisticsFileError("\(stats.path): statistics without gradients; \(metric.rawValue) needs calibrate --gradients \(taylor.order == .first ? "first" : "second")")
             }
             if taylor.order != .first && order != "second" {
                 throw StatisticsFileError("\(stats.path): --order \(taylor.order.rawValue) needs squared gradients; the statistics have first-order ones only (calibrate --gradients second)")
@@ -143,7 +143,8 @@ public struct ScoresFile {
         meta["fingerprint"] = fingerprint
         meta["metric"] = metric.rawValue
         meta["formula"] = metric.formula
-        if metric == .taylor { meta["taylor"] = taylor.description }
+        if metric == .taylor || metric == .hywia { meta["taylor"] = taylor.description }
+        if metric == .hywia { meta["hywia"] = hywia.description }
         meta["config"] = try c.jsonString()
         meta["biases"] = encodeBiases((0..<c.numLayers).map { l in Set(Projection.allCases.filter { model.hasBias(l, $0) }) })
         for key in ["samples", "seqlen", "seed", "source", "windows_mode", "data_sha256", "windows_sha256", "sequential",
@@ -154,7 +155,7 @@ public struct ScoresFile {
         try writer.complete {
             for l in 0..<c.numLayers {
                 let s = try Scoring.score(metric, layer: l, weights: try model.layer(l), stats: stats, windows: N, config: c,
-                                          taylor: taylor)
+                                          taylor: taylor, hywia: hywia)
                 if let a = s.attention { try writer.write(ScoreNames.attention(l), doubles: a) }
                 try writer.write(ScoreNames.mlp(l), doubles: s.mlp)
                 try writer.write(StatNames.block(l, .count), integers: try stats.blockCount(l))

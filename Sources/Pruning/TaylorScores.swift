@@ -40,6 +40,48 @@ public struct TaylorOptions: Sendable, Equatable {
     public var description: String { "order=\(order.rawValue);granularity=\(granularity.rawValue);reduce=\(reduce.rawValue)" }
 }
 
+/// HyWIA's fusion of the two granularities (docs/DESIGN.md "HyWIA"): per layer and kind (attention
+/// channels, MLP channels), fine f = element-wise and coarse g = vector-wise Taylor values, each
+/// divided by its mean over the layer's channels of that kind (f̂, ĝ: scale-free, positive); then
+/// per channel
+///   adaptive:  [α_f, α_g] = softmax([f̂, ĝ] / τ),  score = α_f·f̂ + α_g·ĝ
+///   equal:     score = (f̂ + ĝ) / 2          fine: score = f̂          coarse: score = ĝ
+public struct HyWIAOptions: Sendable, Equatable {
+    public enum Fusion: String, CaseIterable, Sendable { case adaptive, equal, fine, coarse }
+    public var fusion: Fusion
+    public var temperature: Double
+
+    public init(fusion: Fusion = .adaptive, temperature: Double = 1) {
+        self.fusion = fusion
+        self.temperature = temperature
+    }
+
+    /// `fusion=adaptive;temperature=1.0` (the scores file's metadata `hywia`).
+    public var description: String { "fusion=\(fusion.rawValue);temperature=\(temperature)" }
+
+    /// The fused scores of one layer's channels of one kind.
+    public func fuse(fine: [Double], coarse: [Double]) -> [Double] {
+        precondition(fine.count == coarse.count)
+        func normalised(_ x: [Double]) -> [Double] {
+            let mean = x.reduce(0, +) / Double(max(x.count, 1))
+            return mean > 0 ? x.map { $0 / mean } : x
+        }
+        let f = normalised(fine), g = normalised(coarse)
+        switch fusion {
+        case .fine: return f
+        case .coarse: return g
+        case .equal: return zip(f, g).map { ($0 + $1) / 2 }
+        case .adaptive:
+            return zip(f, g).map { a, b in
+                // softmax over the two logits a/τ, b/τ, shifted by their maximum
+                let m = max(a, b) / temperature
+                let ea = Foundation.exp(a / temperature - m), eb = Foundation.exp(b / temperature - m)
+                return (ea * a + eb * b) / (ea + eb)
+            }
+        }
+    }
+}
+
 /// One weight's salience reduced to its channels (rows or columns).
 struct ChannelSalience {
     var rows: [Double]
@@ -47,6 +89,19 @@ struct ChannelSalience {
 }
 
 enum TaylorScoring {
+    /// Layer l's HyWIA scores: the element-wise and vector-wise Taylor channel values of the same
+    /// order and reduction, fused.
+    static func hywia(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
+                      windows N: Int, options o: TaylorOptions, fusion: HyWIAOptions) throws -> LayerScores {
+        var element = o, vector = o
+        element.granularity = .element
+        vector.granularity = .vector
+        let fine = try score(layer: l, weights: w, config: c, stats: stats, windows: N, options: element)
+        let coarse = try score(layer: l, weights: w, config: c, stats: stats, windows: N, options: vector)
+        return LayerScores(attention: fusion.fuse(fine: fine.attention ?? [], coarse: coarse.attention ?? []),
+                           mlp: fusion.fuse(fine: fine.mlp, coarse: coarse.mlp))
+    }
+
     /// Layer l's channel scores.
     static func score(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
                       windows N: Int, options o: TaylorOptions) throws -> LayerScores {

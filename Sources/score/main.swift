@@ -31,11 +31,17 @@ struct Score: ParsableCommand {
     @Option(name: .long, help: "taylor: first (W⊙G), second (W⊙H⊙W) or mix (W⊙G − ½W⊙H⊙W); second and mix need calibrate --gradients second.")
     var order: String = "first"
 
-    @Option(name: .long, help: "taylor: element (Σ|s| over a channel's weights) or vector (|Σ s|).")
+    @Option(name: .long, help: "taylor: element (Σ|s| over a channel's weights) or vector (|Σ s|); hywia uses both.")
     var granularity: String = "element"
 
     @Option(name: .long, help: "taylor: across a unit's coupled weights: sum, mean, max, prod or first.")
     var reduce: String = "sum"
+
+    @Option(name: .long, help: "hywia: adaptive (softmax weights over the two granularities), equal, fine or coarse.")
+    var fusion: String = "adaptive"
+
+    @Option(name: .long, help: "hywia: the softmax temperature τ of the adaptive fusion (> 0).")
+    var temperature: Double = 1
 
     @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions
@@ -52,11 +58,15 @@ struct Score: ParsableCommand {
             else {
                 throw UsageError("--order must be first, second or mix; --granularity vector or element; --reduce sum, mean, max, prod or first")
             }
+            guard let fusion = HyWIAOptions.Fusion(rawValue: fusion), temperature > 0, temperature.isFinite else {
+                throw UsageError("--fusion must be adaptive, equal, fine or coarse, and --temperature positive")
+            }
             let model = try Model.open(self.model.model)
             let statsFile = try StatisticsFile(path: stats)
             let progress = Progress("score", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             try ScoresFile.write(path: output.output, model: model, stats: statsFile, metric: metric,
-                                 taylor: TaylorOptions(order: order, granularity: granularity, reduce: reduce), metadata: standardMetadata(tool: "score"), progress: progress.update)
+                                 taylor: TaylorOptions(order: order, granularity: granularity, reduce: reduce),
+                                 hywia: HyWIAOptions(fusion: fusion, temperature: temperature), metadata: standardMetadata(tool: "score"), progress: progress.update)
             progress.finish()
         }
     }

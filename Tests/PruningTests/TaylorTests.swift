@@ -37,3 +37,38 @@ final class TaylorTests: XCTestCase {
         }
     }
 }
+
+/// HyWIA's fusion (docs/DESIGN.md "HyWIA") on the reference's element-wise and vector-wise Taylor
+/// values: each granularity divided by its layer mean, then fine, coarse, their mean, or the
+/// per-channel softmax mix; a large temperature tends to the mean, a small one to the larger.
+final class HyWIATests: XCTestCase {
+    func testFusionOfTheReferenceGranularities() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let stats = try StatisticsFile(path: Fixtures.url("taylor/tiny_uniform_taylor.safetensors").path)
+        let ref = try TensorFile(path: stats.path)
+        func normalised(_ x: [Double]) -> [Double] { let m = x.reduce(0, +) / Double(x.count); return x.map { $0 / m } }
+        for l in 0..<model.config.numLayers {
+            for kind in ["attention", "mlp"] {
+                let f = normalised(try ref.doubles("score.mix.element.mean.\(l).\(kind)"))
+                let g = normalised(try ref.doubles("score.mix.vector.mean.\(l).\(kind)"))
+                let expected: [(HyWIAOptions, [Double])] = [
+                    (HyWIAOptions(fusion: .fine), f), (HyWIAOptions(fusion: .coarse), g),
+                    (HyWIAOptions(fusion: .equal), zip(f, g).map { ($0 + $1) / 2 }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 0.5), zip(f, g).map { a, b in
+                        let wa = exp(a / 0.5), wb = exp(b / 0.5)
+                        return (wa * a + wb * b) / (wa + wb)
+                    }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 1e9), zip(f, g).map { ($0 + $1) / 2 }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 1e-6), zip(f, g).map { max($0, $1) }),
+                ]
+                for (options, want) in expected {
+                    let s = try Scoring.score(.hywia, layer: l, weights: try model.layer(l), stats: stats, windows: 3,
+                                              config: model.config,
+                                              taylor: TaylorOptions(order: .mix, reduce: .mean), hywia: options)
+                    assertAllClose(kind == "mlp" ? s.mlp : s.attention!, want, atol: 1e-12, rtol: 1e-6,
+                                   "layer \(l) \(kind) \(options.description)")
+                }
+            }
+        }
+    }
+}

@@ -34,6 +34,12 @@ final class GradientToolTests: XCTestCase {
             XCTAssertEqual(try TensorFile(path: out).metadata["taylor"], "order=\(order);granularity=vector;reduce=max")
         }
 
+        let fused = path("hywia.st")
+        let h = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--fusion", "equal",
+                                      "-o", fused, "--quiet"])
+        XCTAssertEqual(h.status, 0, h.stderr)
+        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=equal;temperature=1.0")
+
         // Gradients of another loss: the same file with its loss renamed.
         let file = try TensorFile(path: path("first.st"))
         var meta = file.metadata
