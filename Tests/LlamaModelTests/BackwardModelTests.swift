@@ -55,6 +55,67 @@ final class BackwardModelTests: XCTestCase {
         }
     }
 
+    /// Narrowed value heads (a FASP V/O model) through the whole model: directional derivatives of
+    /// the loss by central differences (in float32, so to 2%) against the gradients, along random
+    /// directions of each layer's q, v and o weights and v bias.
+    func testNarrowedValueHeadsDirectionalDerivatives() throws {
+        let source = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        var config = source.config
+        let widths = [[16, 5], [3, 16]], D = config.headDim, rep = config.headCounts[0] / config.kvHeadCounts[0]
+        config.valueWidths = widths
+        var tensors: [String: [Float]] = [:], shapes: [String: [Int]] = [:]
+        for name in source.tensorNames {
+            tensors[name] = try source.floats(name)
+            shapes[name] = source.shape(name)!
+        }
+        for l in 0..<config.numLayers {
+            let C = config.hiddenSize
+            let vRows = widths[l].enumerated().flatMap { g, w in (g * D)..<(g * D + w) }
+            let oColumns = (0..<config.headCounts[l]).flatMap { h in (h * D)..<(h * D + widths[l][h / rep]) }
+            let v = tensors[TensorNames.weight(l, .v)]!, vb = tensors[TensorNames.bias(l, .v)]!
+            tensors[TensorNames.weight(l, .v)] = vRows.flatMap { v[($0 * C)..<(($0 + 1) * C)] }
+            tensors[TensorNames.bias(l, .v)] = vRows.map { vb[$0] }
+            shapes[TensorNames.weight(l, .v)] = [vRows.count, C]
+            shapes[TensorNames.bias(l, .v)] = [vRows.count]
+            let o = tensors[TensorNames.weight(l, .o)]!, width = config.headCounts[l] * D
+            tensors[TensorNames.weight(l, .o)] = (0..<C).flatMap { r in oColumns.map { o[r * width + $0] } }
+            shapes[TensorNames.weight(l, .o)] = [C, oColumns.count]
+        }
+        let dir = try Fixtures.temporaryDirectory()
+        func write(_ values: [String: [Float]], _ name: String) throws -> Model {
+            let path = dir.appendingPathComponent(name).path
+            let w = try ModelWriter(path: path, config: config, tensors: source.tensorNames.map { ($0, shapes[$0]!) },
+                                    dtype: { _ in .F32 }, tokenizerJSON: nil, metadata: [:])
+            for n in source.tensorNames { try w.write(n, values[n]!) }
+            try w.finish()
+            return try Model.open(path)
+        }
+        let ref = try TensorFile(path: Fixtures.url("backward/model_tiny_uniform.safetensors").path)
+        let tokens = try ref.integers("tokens").map { Int32($0) }
+        let windows = [Array(tokens[0..<19]), Array(tokens[19...])]
+        let model = try write(tensors, "narrowed.st")
+        var gradients = try ModelGradients(zerosLike: model)
+        _ = try Runner(model: model, maxPositions: 19).lossAndGradients(windows, into: &gradients)
+        let byName = Dictionary(uniqueKeysWithValues: gradients.named.map { ($0.name, $0.values) })
+        func loss(_ m: Model) throws -> Double { try Runner(model: m, maxPositions: 19).windowNLL(windows).reduce(0, +) / 36 }
+        var random = UInt64(12345)
+        for l in 0..<config.numLayers {
+            for name in [TensorNames.weight(l, .q), TensorNames.weight(l, .v), TensorNames.bias(l, .v), TensorNames.weight(l, .o)] {
+                let direction: [Float] = tensors[name]!.map { _ in
+                    random = random &* 6364136223846793005 &+ 1442695040888963407
+                    return Float(Int(random >> 40) % 2001 - 1000) / 1000
+                }
+                let h: Float = 3e-3
+                var plus = tensors, minus = tensors
+                plus[name] = zip(tensors[name]!, direction).map { $0 + h * $1 }
+                minus[name] = zip(tensors[name]!, direction).map { $0 - h * $1 }
+                let numeric = (try loss(try write(plus, "plus.st")) - loss(try write(minus, "minus.st"))) / Double(2 * h)
+                let analytic = zip(byName[name]!, direction).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+                XCTAssertEqual(analytic, numeric, accuracy: 0.02 * abs(numeric) + 1e-4, name)
+            }
+        }
+    }
+
     /// transformers' own float32 gradients are up to 8e-4 of a tensor's largest entry away from the
     /// exact (float64) ones on this window (the fixture has both); ours are held to 1e-4 of the
     /// exact ones (measured: 3.1e-5 at worst), and to torch's float32 within its own distance.
