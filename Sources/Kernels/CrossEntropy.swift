@@ -8,11 +8,7 @@ import Foundation
 
 public func crossEntropy(logits: UnsafePointer<Float>, targets: UnsafePointer<Int32>, T: Int,
                          V: Int) -> [Double] {
-    precondition(T >= 0 && V > 0, "bad size in crossEntropy: T \(T) V \(V)")
-    for t in 0..<T {
-        precondition(targets[t] >= 0 && Int(targets[t]) < V,
-                     "target \(targets[t]) at position \(t) outside the vocabulary (\(V))")
-    }
+    checkTargets(targets, T: T, V: V, lowest: 0)
     var nll = [Double](repeating: 0, count: T)
     nll.withUnsafeMutableBufferPointer { outBuffer in
         let out = outBuffer.baseAddress!
@@ -34,11 +30,7 @@ public func crossEntropy(logits: UnsafePointer<Float>, targets: UnsafePointer<In
 /// before `scale`).
 public func crossEntropyBackward(logits: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>, T: Int, V: Int,
                                  scale: Float) -> Double {
-    precondition(T >= 0 && V > 0, "bad size in crossEntropyBackward: T \(T) V \(V)")
-    for t in 0..<T {
-        precondition(targets[t] >= -1 && Int(targets[t]) < V,
-                     "target \(targets[t]) at position \(t) outside the vocabulary (\(V))")
-    }
+    checkTargets(targets, T: T, V: V, lowest: -1)
     var nll = [Double](repeating: 0, count: T)
     nll.withUnsafeMutableBufferPointer { outBuffer in
         let out = outBuffer.baseAddress!
@@ -60,6 +52,15 @@ public func crossEntropyBackward(logits: UnsafeMutablePointer<Float>, targets: U
         }
     }
     return nll.reduce(0, +)
+}
+
+/// Every target in lowest..<V (−1: a position that counts for nothing, where allowed).
+private func checkTargets(_ targets: UnsafePointer<Int32>, T: Int, V: Int, lowest: Int32) {
+    precondition(T >= 0 && V > 0, "bad size in cross-entropy: T \(T) V \(V)")
+    for t in 0..<T {
+        precondition(targets[t] >= lowest && Int(targets[t]) < V,
+                     "target \(targets[t]) at position \(t) outside the vocabulary (\(V))")
+    }
 }
 
 /// log Σ e^x[i] in Double: max in float (exact), then Σ e^(x − max) in 4×4 Double lanes.

@@ -152,12 +152,24 @@ public func rotaryInverseFrequencies(headDim D: Int, theta: Double, scaling: Lla
 /// at positions start..<start+T; returns [T, H, D].
 public func rotaryReference(x: [Double], T: Int, H: Int, D: Int, inverseFrequencies inv: [Float],
                             start: Int = 0) -> [Double] {
+    rotateReference(x, T: T, H: H, D: D, inverseFrequencies: inv, start: start, sign: 1)
+}
+
+/// The naive Double reference of `RotaryTable.applyBackward`: the transpose of the rotation, which
+/// is the rotation by the opposite angle. dy: [T, H, D] at positions start..<start+T; returns dx.
+public func rotaryBackwardReference(dy: [Double], T: Int, H: Int, D: Int, inverseFrequencies inv: [Float],
+                                    start: Int = 0) -> [Double] {
+    rotateReference(dy, T: T, H: H, D: D, inverseFrequencies: inv, start: start, sign: -1)
+}
+
+private func rotateReference(_ x: [Double], T: Int, H: Int, D: Int, inverseFrequencies inv: [Float], start: Int,
+                             sign: Double) -> [Double] {
     var out = x
     let half = D / 2
     for t in 0..<T {
         for i in 0..<half {
             let angle = Double(Float(start + t) * inv[i])
-            let c = Foundation.cos(angle), s = Foundation.sin(angle)
+            let c = Foundation.cos(angle), s = sign * Foundation.sin(angle)
             for h in 0..<H {
                 let o = (t * H + h) * D
                 out[o + i] = x[o + i] * c - x[o + i + half] * s
@@ -166,24 +178,4 @@ public func rotaryReference(x: [Double], T: Int, H: Int, D: Int, inverseFrequenc
         }
     }
     return out
-}
-
-/// The naive Double reference of `RotaryTable.applyBackward`: dy: [T, H, D] at positions
-/// start..<start+T; returns dx: [T, H, D].
-public func rotaryBackwardReference(dy: [Double], T: Int, H: Int, D: Int, inverseFrequencies inv: [Float],
-                                    start: Int = 0) -> [Double] {
-    var dx = dy
-    let half = D / 2
-    for t in 0..<T {
-        for i in 0..<half {
-            let angle = Double(Float(start + t) * inv[i])
-            let c = Foundation.cos(angle), s = Foundation.sin(angle)
-            for h in 0..<H {
-                let o = (t * H + h) * D
-                dx[o + i] = dy[o + i] * c + dy[o + i + half] * s
-                dx[o + i + half] = dy[o + i + half] * c - dy[o + i] * s
-            }
-        }
-    }
-    return dx
 }
