@@ -76,7 +76,8 @@ public enum Scoring {
                              windows N: Int, config: LlamaConfig? = nil, taylor: TaylorOptions = TaylorOptions(),
                              hywia: HyWIAOptions = HyWIAOptions()) throws -> LayerScores {
         if metric == .taylor || metric == .hywia {
-            guard let file = stats as? StatisticsFile, let config else {
+            guard let config else { preconditionFailure("\(metric.rawValue) scores need the model's configuration") }
+            guard let file = stats as? StatisticsFile else {
                 throw StatisticsFileError("\(stats.path): \(metric.rawValue) scores need a statistics file with gradients (calibrate --gradients), not a sequential run's")
             }
             if metric == .hywia {
