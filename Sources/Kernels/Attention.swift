@@ -31,13 +31,9 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                             logSumExp: UnsafeMutablePointer<Float>? = nil) {
     precondition(T >= 0 && H >= 0 && Hkv >= 0 && D >= 0, "negative size in causalAttention")
     if H == 0 || T == 0 { return }
-    precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
+    let values = ValueLayout.checked(valueWidths, H: H, Hkv: Hkv, D: D)
     if D == 0 { return }
-    let rep = H / Hkv
-    let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
-    precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
-                 "value widths \(widths) for \(Hkv) KV heads of size \(D)")
-    let values = ValueLayout(widths: widths, headsPerGroup: rep)
+    let rep = values.headsPerGroup
     let B = min(T, max(8, attentionBlockTarget / rep))
     let blocks = (T + B - 1) / B
     let items = blocks * Hkv
@@ -162,26 +158,29 @@ public func causalAttentionReference(q: [Double], k: [Double], v: [Double], T: I
                                      Hkv: Int, D: Int) -> [Double] {
     var out = [Double](repeating: 0, count: T * H * D)
     if H == 0 { return out }
-    let rep = H / Hkv, scale = 1 / Double(D).squareRoot()
-    var p = [Double](repeating: 0, count: T)
+    let rep = H / Hkv
     for h in 0..<H {
         let g = h / rep
         for i in 0..<T {
-            var m = -Double.infinity
-            for j in 0...i {
-                var dot = 0.0
-                for d in 0..<D { dot += q[(i * H + h) * D + d] * k[(j * Hkv + g) * D + d] }
-                p[j] = dot * scale
-                m = max(m, p[j])
-            }
-            var sum = 0.0
-            for j in 0...i { p[j] = Foundation.exp(p[j] - m); sum += p[j] }
+            let p = causalProbabilitiesReference(q: q, k: k, H: H, Hkv: Hkv, D: D, head: h, row: i)
             for d in 0..<D {
                 var acc = 0.0
                 for j in 0...i { acc += p[j] * v[(j * Hkv + g) * D + d] }
-                out[(i * H + h) * D + d] = acc / sum
+                out[(i * H + h) * D + d] = acc
             }
         }
     }
     return out
+}
+
+/// softmax_j(q_i · k_j / √D) over keys j ≤ i of query head h (KV head h / (H/Hkv)), in Double:
+/// [i + 1].
+func causalProbabilitiesReference(q: [Double], k: [Double], H: Int, Hkv: Int, D: Int, head h: Int, row i: Int)
+    -> [Double] {
+    let g = h / (H / Hkv), scale = 1 / Double(D).squareRoot()
+    var p = (0...i).map { j in (0..<D).reduce(0.0) { $0 + q[(i * H + h) * D + $1] * k[(j * Hkv + g) * D + $1] } * scale }
+    let m = p.max()!
+    p = p.map { Foundation.exp($0 - m) }
+    let sum = p.reduce(0, +)
+    return p.map { $0 / sum }
 }

@@ -28,12 +28,8 @@ public func causalAttentionBackward(dout: UnsafePointer<Float>, q: UnsafePointer
                                     T: Int, H: Int, Hkv: Int, D: Int, valueWidths: [Int]? = nil) {
     precondition(T >= 0 && H >= 0 && Hkv >= 0 && D >= 0, "negative size in causalAttentionBackward")
     if H == 0 || T == 0 || D == 0 { return }
-    precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
-    let rep = H / Hkv
-    let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
-    precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
-                 "value widths \(widths) for \(Hkv) KV heads of size \(D)")
-    let values = ValueLayout(widths: widths, headsPerGroup: rep)
+    let values = ValueLayout.checked(valueWidths, H: H, Hkv: Hkv, D: D)
+    let rep = values.headsPerGroup
     let B = min(T, max(8, attentionBlockTarget / rep))
     let blocks = (T + B - 1) / B
     let items = blocks * Hkv
@@ -156,21 +152,12 @@ public func causalAttentionBackwardReference(dout: [Double], q: [Double], k: [Do
     var dk = [Double](repeating: 0, count: T * Hkv * D), dv = dk
     if H == 0 { return (dq, dk, dv) }
     let rep = H / Hkv, scale = 1 / Double(D).squareRoot()
-    var p = [Double](repeating: 0, count: T), dp = p
+    var dp = [Double](repeating: 0, count: T)
     for h in 0..<H {
         let g = h / rep
         for i in 0..<T {
             // forward: p_j = softmax_j(scale · q_i·k_j), j ≤ i
-            var m = -Double.infinity
-            for j in 0...i {
-                var dot = 0.0
-                for d in 0..<D { dot += q[(i * H + h) * D + d] * k[(j * Hkv + g) * D + d] }
-                p[j] = dot * scale
-                m = max(m, p[j])
-            }
-            var sum = 0.0
-            for j in 0...i { p[j] = Foundation.exp(p[j] - m); sum += p[j] }
-            for j in 0...i { p[j] /= sum }
+            let p = causalProbabilitiesReference(q: q, k: k, H: H, Hkv: Hkv, D: D, head: h, row: i)
             // backward: out_i = Σ_j p_j v_j
             var pdp = 0.0
             for j in 0...i {

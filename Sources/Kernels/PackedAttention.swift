@@ -44,12 +44,8 @@ public func packedAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v:
                             H: Int, Hkv: Int, D: Int, valueWidths: [Int]? = nil) {
     precondition(H >= 0 && Hkv >= 0 && D >= 0, "negative size in packedAttention")
     if H == 0 || D == 0 || groups.isEmpty { return }
-    precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
-    let rep = H / Hkv
-    let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
-    precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
-                 "value widths \(widths) for \(Hkv) KV heads of size \(D)")
-    let values = ValueLayout(widths: widths, headsPerGroup: rep)
+    let values = ValueLayout.checked(valueWidths, H: H, Hkv: Hkv, D: D)
+    let rep = values.headsPerGroup
     let items = groups.count * Hkv
     let workers = min(BLAS.threads, items)
     let n = groups.map(\.rowCount).max() ?? 0

@@ -9,6 +9,16 @@ public struct ValueLayout: Sendable, Equatable {
     public let offsets: [Int]
     public let headsPerGroup: Int
 
+    /// The layout of an attention kernel's arguments, checked: H a multiple of Hkv > 0, one width
+    /// in 0...D per KV head (nil: every width D).
+    static func checked(_ valueWidths: [Int]?, H: Int, Hkv: Int, D: Int) -> ValueLayout {
+        precondition(Hkv > 0 && H % Hkv == 0, "query heads \(H) not a multiple of KV heads \(Hkv)")
+        let widths = valueWidths ?? [Int](repeating: D, count: Hkv)
+        precondition(widths.count == Hkv && widths.allSatisfy { $0 >= 0 && $0 <= D },
+                     "value widths \(widths) for \(Hkv) KV heads of size \(D)")
+        return ValueLayout(widths: widths, headsPerGroup: H / Hkv)
+    }
+
     public init(widths: [Int], headsPerGroup: Int) {
         var offsets: [Int] = [], sum = 0
         for w in widths { offsets.append(sum); sum += w }
