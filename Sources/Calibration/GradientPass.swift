@@ -28,7 +28,7 @@ extension Calibrator {
         guard T >= 2 else { throw CalibrationError("--gradients needs windows of at least 2 tokens", kind: .usage) }
         let runner = Runner(model: model, maxPositions: T)
         try runner.keepLayers()  // read once, not twice per batch
-        var first = try ModelGradients(zerosLike: model)
+        var first = ModelGradients(zerosLike: model)
         var squares = second ? first : nil
         var one = second ? first : nil
         var loss = LossSum(sum: 0, count: 0)

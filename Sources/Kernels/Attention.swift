@@ -34,10 +34,7 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
     let values = ValueLayout.checked(valueWidths, H: H, Hkv: Hkv, D: D)
     if D == 0 { return }
     let rep = values.headsPerGroup
-    let B = min(T, max(8, attentionBlockTarget / rep))
-    let blocks = (T + B - 1) / B
-    let items = blocks * Hkv
-    let workers = min(BLAS.threads, items)
+    let (B, blocks, items, workers) = attentionItems(T: T, rep: rep, Hkv: Hkv)
     let M = rep * B
     let stride = M * T + 2 * M * D
     let scratch = UnsafeMutablePointer<Float>.allocate(capacity: workers * stride)
@@ -53,6 +50,14 @@ public func causalAttention(q: UnsafePointer<Float>, k: UnsafePointer<Float>,
                        qp: s + M * T, s: s, op: s + M * T + M * D, lse: logSumExp)
     }
     runItems(items, workers: workers, run)
+}
+
+/// The (KV group, query block) work items of causal attention and its backward: B query rows a
+/// block, the blocks of T rows, their items over Hkv groups and the workers that share them.
+func attentionItems(T: Int, rep: Int, Hkv: Int) -> (B: Int, blocks: Int, items: Int, workers: Int) {
+    let B = min(T, max(8, attentionBlockTarget / rep))
+    let blocks = (T + B - 1) / B
+    return (B, blocks, blocks * Hkv, min(BLAS.threads, blocks * Hkv))
 }
 
 /// Runs items 0..<count on `workers` workers (inside a parallel region: their products are not

@@ -30,10 +30,7 @@ public func causalAttentionBackward(dout: UnsafePointer<Float>, q: UnsafePointer
     if H == 0 || T == 0 || D == 0 { return }
     let values = ValueLayout.checked(valueWidths, H: H, Hkv: Hkv, D: D)
     let rep = values.headsPerGroup
-    let B = min(T, max(8, attentionBlockTarget / rep))
-    let blocks = (T + B - 1) / B
-    let items = blocks * Hkv
-    let workers = min(BLAS.threads, items)
+    let (B, blocks, items, workers) = attentionItems(T: T, rep: rep, Hkv: Hkv)
     let M = rep * B
     let KW = Hkv * D, VW = values.rowCount
     let stride = 2 * M * T + 3 * M * D

@@ -11,10 +11,21 @@ public struct ModelGradients {
     public var head: [Float]?  // [V, C], untied heads only
 
     /// Zeros in the shapes of `model`'s parameters.
-    public init(zerosLike model: Model) throws {
+    public init(zerosLike model: Model) {
         let c = model.config
         embedding = [Float](repeating: 0, count: c.vocabSize * c.hiddenSize)
-        layers = try (0..<c.numLayers).map { try model.layer($0).zeros() }
+        // From the configuration's shapes (and which projections carry a bias): no weight is read.
+        layers = (0..<c.numLayers).map { l in
+            func zero(_ p: Projection) -> Linear {
+                let (rows, cols) = TensorNames.projectionShape(p, config: c, layer: l)
+                return Linear(weight: [Float](repeating: 0, count: rows * cols),
+                              bias: model.hasBias(l, p) ? [Float](repeating: 0, count: rows) : nil,
+                              outFeatures: rows, inFeatures: cols)
+            }
+            let norm = [Float](repeating: 0, count: c.hiddenSize)
+            return LayerWeights(inputNorm: norm, q: zero(.q), k: zero(.k), v: zero(.v), o: zero(.o),
+                                postAttentionNorm: norm, gate: zero(.gate), up: zero(.up), down: zero(.down))
+        }
         finalNorm = [Float](repeating: 0, count: c.hiddenSize)
         head = c.tieWordEmbeddings ? nil : embedding
     }

@@ -26,22 +26,6 @@ final class BlockGradients {
     }
 }
 
-extension LayerWeights {
-    /// A layer of zeros with the same shapes (and biases where this one has them): a gradient
-    /// accumulator.
-    public func zeros() -> LayerWeights {
-        func zero(_ m: Linear) -> Linear {
-            Linear(weight: [Float](repeating: 0, count: m.weight.count),
-                   bias: m.bias.map { [Float](repeating: 0, count: $0.count) },
-                   outFeatures: m.outFeatures, inFeatures: m.inFeatures)
-        }
-        return LayerWeights(inputNorm: [Float](repeating: 0, count: inputNorm.count), q: zero(q), k: zero(k),
-                            v: zero(v), o: zero(o),
-                            postAttentionNorm: [Float](repeating: 0, count: postAttentionNorm.count),
-                            gate: zero(gate), up: zero(up), down: zero(down))
-    }
-}
-
 /// The backward of `linear` + bias: dx (+)= dy·W; dW += dyᵀ·x; db += Σ_rows dy. dx nil: not
 /// wanted. x: [R, in]; dy: [R, out]; dx: [R, in].
 func applyLinearBackward(_ layer: Linear, gradient g: inout Linear, x: UnsafePointer<Float>,

@@ -82,29 +82,35 @@ public struct HyWIAOptions: Sendable, Equatable {
     }
 }
 
-/// One weight's salience reduced to its channels (rows or columns).
+/// One weight's salience reduced to its channels (rows and columns), at both granularities.
 struct ChannelSalience {
-    var rows: [Double]
-    var columns: [Double]
+    var elementRows: [Double], elementColumns: [Double]  // Σ|s|
+    var vectorRows: [Double], vectorColumns: [Double]  // |Σ s|
+
+    func rows(_ g: TaylorOptions.Granularity) -> [Double] { g == .element ? elementRows : vectorRows }
+    func columns(_ g: TaylorOptions.Granularity) -> [Double] { g == .element ? elementColumns : vectorColumns }
 }
 
 enum TaylorScoring {
     /// Layer l's HyWIA scores: the element-wise and vector-wise Taylor channel values of the same
-    /// order and reduction, fused.
+    /// order and reduction (one read of the gradients, one pass over the weights), fused.
     static func hywia(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
                       windows N: Int, options o: TaylorOptions, fusion: HyWIAOptions) throws -> LayerScores {
-        var element = o, vector = o
-        element.granularity = .element
-        vector.granularity = .vector
-        let fine = try score(layer: l, weights: w, config: c, stats: stats, windows: N, options: element)
-        let coarse = try score(layer: l, weights: w, config: c, stats: stats, windows: N, options: vector)
-        return LayerScores(attention: fusion.fuse(fine: fine.attention ?? [], coarse: coarse.attention ?? []),
-                           mlp: fusion.fuse(fine: fine.mlp, coarse: coarse.mlp))
+        let s = try scores(layer: l, weights: w, config: c, stats: stats, windows: N, options: o)
+        return LayerScores(attention: fusion.fuse(fine: s.element.attention ?? [], coarse: s.vector.attention ?? []),
+                           mlp: fusion.fuse(fine: s.element.mlp, coarse: s.vector.mlp))
     }
 
-    /// Layer l's channel scores.
+    /// Layer l's channel scores at the options' granularity.
     static func score(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
                       windows N: Int, options o: TaylorOptions) throws -> LayerScores {
+        let s = try scores(layer: l, weights: w, config: c, stats: stats, windows: N, options: o)
+        return o.granularity == .element ? s.element : s.vector
+    }
+
+    /// Layer l's channel scores at both granularities (`options.granularity` is not read).
+    static func scores(layer l: Int, weights w: LayerWeights, config c: LlamaConfig, stats: StatisticsFile,
+                       windows N: Int, options o: TaylorOptions) throws -> (element: LayerScores, vector: LayerScores) {
         let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], D = c.headDim
         func salience(_ p: Projection) throws -> ChannelSalience {
             let m = w.linear(p)
@@ -112,7 +118,7 @@ enum TaylorScoring {
             let g = o.order == .second ? nil : try stats.gradient(l, p, squared: false, shape: shape)
             let h = o.order == .first ? nil : try stats.gradient(l, p, squared: true, shape: shape)
             return channels(weight: m.weight, gradientSum: g, squaresSum: h, rows: m.outFeatures, columns: m.inFeatures,
-                            windows: N, options: o)
+                            windows: N, order: o.order)
         }
         func reduce(_ stack: [[Double]]) -> [Double] {
             let n = stack[0].count
@@ -127,32 +133,41 @@ enum TaylorScoring {
                 }
             }
         }
-        var attention: [Double] = []
+        // The coupled weights of each kind, the root first: (salience, its rows or its columns).
+        var attentionStack: [(ChannelSalience, rows: Bool)] = []
         if H > 0 && w.o.inFeatures > 0 {
             guard c.attentionOutputWidth(layer: l) == H * D else {
                 throw StatisticsFileError("layer \(l): taylor scores heads of full-width values; this model's value heads are narrowed (a FASP V/O model)")
             }
-            var stack = [try salience(.q).rows]  // the root first
-            if H == Hkv { stack += [try salience(.k).rows, try salience(.v).rows] }
-            stack.append(try salience(.o).columns)
-            attention = reduce(stack)
+            attentionStack = [(try salience(.q), true)]
+            if H == Hkv { attentionStack += [(try salience(.k), true), (try salience(.v), true)] }
+            attentionStack.append((try salience(.o), false))
         }
-        var mlp: [Double] = []
-        if w.down.inFeatures > 0 {
-            mlp = reduce([try salience(.gate).rows, try salience(.up).rows, try salience(.down).columns])
-        }
-        for (name, scores) in [("attention", attention), ("MLP", mlp)] {
-            if let bad = scores.firstIndex(where: { !$0.isFinite }) {
-                throw StatisticsFileError("\(stats.path): layer \(l) \(name) channel \(bad): the taylor score is \(scores[bad]) (NaN or infinite gradients)")
+        let mlpStack: [(ChannelSalience, rows: Bool)] = w.down.inFeatures > 0
+            ? [(try salience(.gate), true), (try salience(.up), true), (try salience(.down), false)] : []
+        func layerScores(_ g: TaylorOptions.Granularity) throws -> LayerScores {
+            func pick(_ stack: [(ChannelSalience, rows: Bool)]) -> [Double] {
+                stack.isEmpty ? [] : reduce(stack.map { $0.rows ? $0.0.rows(g) : $0.0.columns(g) })
             }
+            let attention = pick(attentionStack), mlp = pick(mlpStack)
+            for (name, scores) in [("attention", attention), ("MLP", mlp)] {
+                if let bad = scores.firstIndex(where: { !$0.isFinite }) {
+                    throw StatisticsFileError("\(stats.path): layer \(l) \(name) channel \(bad): the taylor score is \(scores[bad]) (NaN or infinite gradients)")
+                }
+            }
+            return LayerScores(attention: attention, mlp: mlp)
         }
-        return LayerScores(attention: attention, mlp: mlp)
+        return (try layerScores(.element), try layerScores(.vector))
     }
 
-    /// Per-row and per-column salience of one weight W[rows, columns] (float64 accumulation).
+    /// Per-row and per-column salience of one weight W[rows, columns] at both granularities
+    /// (float64 accumulation).
     static func channels(weight: [Float], gradientSum: [Float]?, squaresSum: [Float]?, rows: Int, columns: Int,
-                         windows N: Int, options o: TaylorOptions) -> ChannelSalience {
-        var rowSums = [Double](repeating: 0, count: rows), columnSums = [Double](repeating: 0, count: columns)
+                         windows N: Int, order: TaylorOptions.Order) -> ChannelSalience {
+        var out = ChannelSalience(elementRows: [Double](repeating: 0, count: rows),
+                                  elementColumns: [Double](repeating: 0, count: columns),
+                                  vectorRows: [Double](repeating: 0, count: rows),
+                                  vectorColumns: [Double](repeating: 0, count: columns))
         let inv = 1 / Double(N)
         for i in 0..<rows {
             for j in 0..<columns {
@@ -160,21 +175,20 @@ enum TaylorScoring {
                 let wv = Double(weight[k])
                 let first = gradientSum.map { wv * Double($0[k]) * inv } ?? 0
                 let second = squaresSum.map { wv * Double($0[k]) * inv * wv } ?? 0
-                var s: Double
-                switch o.order {
+                let s: Double
+                switch order {
                 case .first: s = first
                 case .second: s = second
                 case .mix: s = first - 0.5 * second
                 }
-                if o.granularity == .element { s = abs(s) }
-                rowSums[i] += s
-                columnSums[j] += s
+                out.elementRows[i] += abs(s)
+                out.elementColumns[j] += abs(s)
+                out.vectorRows[i] += s
+                out.vectorColumns[j] += s
             }
         }
-        if o.granularity == .vector {
-            rowSums = rowSums.map(abs)
-            columnSums = columnSums.map(abs)
-        }
-        return ChannelSalience(rows: rowSums, columns: columnSums)
+        out.vectorRows = out.vectorRows.map(abs)
+        out.vectorColumns = out.vectorColumns.map(abs)
+        return out
     }
 }

@@ -16,7 +16,7 @@ func backwardBench(_ modelPath: String, _ o: Options) throws {
     let windows = (0..<N).map { n in Array(ids[(n * T)..<((n + 1) * T)]) }
     let runner = Runner(model: model, maxPositions: T)
     try runner.keepLayers()
-    var gradients = try ModelGradients(zerosLike: model)
+    var gradients = ModelGradients(zerosLike: model)
     let batch = max(1, 2048 / T)
     _ = try runner.lossAndGradients(Array(windows.prefix(batch)), into: &gradients, policy: policy)  // warm-up
     var loss = LossSum(sum: 0, count: 0)
