@@ -6,8 +6,8 @@
 # default out/NAME-RATIO, out/NAME-RATIO-seq or -onepass when SEQUENTIAL differs from the pipeline's default), SEQLENS (evaluation window lengths, default "2048 128"),
 # LIMIT (evaluate only the first N windows, default all; SEQLENS=none skips perplexity), TASKS (zero-shot
 # tasks for evaluate --tasks, e.g. "all"; default none), TASK_LIMIT (the first N items of each task), THREADS, CACHE (default out/cache: calibration
-# statistics and dense evaluations are kept there, keyed by the model file, the data file, the tool's binary and
-# the arguments, and reused by later runs; CACHE=none turns it off).
+# statistics and dense evaluations are kept there, keyed by the contents of the model file, the data and the tool's
+# binary and by the arguments, and reused by later runs; CACHE=none turns it off).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
@@ -37,9 +37,17 @@ cache="${CACHE:-$root/out/cache}"
 [[ "$cache" == none ]] || mkdir -p "$cache"
 reused=()
 
-cache_key() {  # FILE... -- ARG... → a digest of the files' paths, sizes and times and of the arguments
-    local parts=()
-    while [[ $# -gt 0 && "$1" != -- ]]; do parts+=("$(stat -L -c '%n %s %Y' "$(realpath "$1")")"); shift; done
+cache_key() {  # FILE... -- ARG... → a digest of the files' contents (a directory: of its files') and of the arguments
+    local parts=() f
+    while [[ $# -gt 0 && "$1" != -- ]]; do  # contents, not times: provisioned data gets fresh times every session
+        f="$(realpath "$1")"
+        if [[ -d "$f" ]]; then
+            parts+=("$(cd "$f" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-64)")
+        else
+            parts+=("$(sha256sum < "$f" | cut -c1-64)")
+        fi
+        shift
+    done
     shift
     printf '%s\n' "${parts[@]}" "$@" | sha256sum | cut -c1-16
 }
