@@ -3,8 +3,8 @@ import PackageDescription
 
 // Dependency order (enforced by the targets below; each module imports only modules to its left):
 //   _CZstd, _COpenBLAS, _CSpin  →  TensorIO, Kernels  →  Tokenization  →  LlamaModel  →  Evaluation  →  Calibration
-//   →  Pruning;  ToolSupport (options, progress, errors) stands on TensorIO and Kernels only; each tool
-//   (Sources/<tool>/main.swift) depends on ToolSupport and the library modules it calls.
+//   →  Pruning;  LlamaModel  →  Training (LoRA fine-tuning);  ToolSupport (options, progress, errors) stands on
+//   TensorIO and Kernels only; each tool (Sources/<tool>/main.swift) depends on ToolSupport and the library modules it calls.
 //
 // Release builds are -O: bounds, overflow and precondition checks stay live in every target.
 // bench/unchecked.sh measured what -Ounchecked would buy, stage by stage, and found nothing outside the
@@ -26,6 +26,7 @@ let package = Package(
         .executable(name: "allocate", targets: ["allocate"]),
         .executable(name: "slice", targets: ["slice"]),
         .executable(name: "restore", targets: ["restore"]),
+        .executable(name: "finetune", targets: ["finetune"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -44,6 +45,7 @@ let package = Package(
         .target(name: "Calibration", dependencies: ["LlamaModel", "Evaluation", "Kernels", "TensorIO", "Tokenization"],
                 swiftSettings: fast),
         .target(name: "Pruning", dependencies: ["Calibration", "LlamaModel", "TensorIO", "Kernels"], swiftSettings: fast),
+        .target(name: "Training", dependencies: ["LlamaModel", "Tokenization", "TensorIO", "Kernels"], swiftSettings: fast),
         .target(name: "ToolSupport",
                 dependencies: ["TensorIO", "Kernels", .product(name: "ArgumentParser", package: "swift-argument-parser")],
                 swiftSettings: fast),
@@ -60,6 +62,7 @@ let package = Package(
         .executableTarget(name: "slice", dependencies: ["ToolSupport", "LlamaModel", "Pruning"], swiftSettings: fast),
         .executableTarget(name: "restore", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
+        .executableTarget(name: "finetune", dependencies: ["ToolSupport", "LlamaModel", "Training"], swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO", "LlamaModel", "Evaluation"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize", dependencies: ["ToolSupport", "Tokenization"], swiftSettings: fast),
@@ -73,6 +76,8 @@ let package = Package(
         .testTarget(name: "CalibrationTests", dependencies: ["Calibration", "LlamaModel", "Tokenization", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "Kernels", "TensorIO", "TestSupport"],
+                    swiftSettings: fast),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "LlamaModel", "TensorIO", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel"], swiftSettings: fast),
     ],

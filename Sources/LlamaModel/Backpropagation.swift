@@ -30,6 +30,16 @@ public struct ModelGradients {
         head = c.tieWordEmbeddings ? nil : embedding
     }
 
+    /// A stand-in for runs that compute no weight gradient (frozen weights).
+    static var frozen: ModelGradients { ModelGradients() }
+
+    private init() {
+        embedding = []
+        layers = []
+        finalNorm = []
+        head = nil
+    }
+
     /// Sets every gradient to zero, in place.
     public mutating func zero() {
         func clear(_ a: inout [Float]) { a.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
@@ -64,6 +74,15 @@ public struct ModelGradients {
         out.append((TensorNames.finalNorm, finalNorm))
         if let head { out.append((TensorNames.head, head)) }
         return out
+    }
+}
+
+extension LayerWeights {
+    /// A stand-in for a frozen layer's (untouched) gradients.
+    static var frozen: LayerWeights {
+        let none = Linear(weight: [], bias: nil, outFeatures: 0, inFeatures: 0)
+        return LayerWeights(inputNorm: [], q: none, k: none, v: none, o: none, postAttentionNorm: [], gate: none,
+                            up: none, down: none)
     }
 }
 
@@ -117,15 +136,83 @@ extension Runner {
     /// Memory: the final norm's output [R, C] and its gradient, logits of 256 rows at a time
     /// ([256, V]; never [R, V]), and the layers' activations as `policy` says — kept by the runner
     /// for its next call (`releaseBackpropWorkspace`).
-    public func lossAndGradients(_ windows: [[Int32]], into gradients: inout ModelGradients,
+    /// `targets` as in `lossAndAdapterGradients` (nil: the next token of each window).
+    public func lossAndGradients(_ windows: [[Int32]], targets: [[Int32]]? = nil, into gradients: inout ModelGradients,
                                  policy: ActivationPolicy = .recompute, positionWeight: Float? = nil) throws -> LossSum {
-        guard let T = windows.first?.count, T > 1 else {
+        try backpropagate(windows, targets: targets, gradients: &gradients, weightGradients: true, adapters: nil,
+                          policy: policy, positionWeight: positionWeight)
+    }
+
+    /// The loss of windows under `adapters` (LoRA on frozen weights) and its gradient with respect
+    /// to the adapters only, added to `adapters.gradients`: no weight gradient is computed, so
+    /// the backward is the input gradients' products alone. `targets[i][t]` is the token position
+    /// t of window i must predict, or −1 where nothing counts (an instruction's prompt, padding);
+    /// nil: the next token of the same window, as `lossAndGradients`. Weights as there: the mean
+    /// over counted positions, or `positionWeight` each.
+    public func lossAndAdapterGradients(_ windows: [[Int32]], targets: [[Int32]]? = nil, adapters: LoRAAdapters,
+                                        policy: ActivationPolicy = .keep, positionWeight: Float? = nil) throws -> LossSum {
+        var none = ModelGradients.frozen
+        return try backpropagate(windows, targets: targets, gradients: &none, weightGradients: false,
+                                 adapters: adapters, policy: policy, positionWeight: positionWeight)
+    }
+
+    /// The loss alone (no backward) of windows under `adapters` (nil: the model itself), with the
+    /// same targets as `lossAndAdapterGradients` and no dropout.
+    public func loss(_ windows: [[Int32]], targets: [[Int32]]? = nil, adapters: LoRAAdapters?) throws -> LossSum {
+        let (T, tokens, targets, count) = try prepare(windows, targets: targets)
+        let c = config, V = c.vocabSize, R = tokens.count
+        let embedding = try model.embedding()
+        let x = try embed(tokens, embedding: embedding)
+        let training = adapters?.training
+        adapters?.training = false
+        defer { if let training { adapters?.training = training } }
+        let scratch = BlockScratch()
+        for l in 0..<c.numLayers {
+            runBlock(try keptLayers?[l] ?? model.layer(l), x: x.pointer, rows: R, layout: .windows(length: T), config: c,
+                     layer: l, rotary: rotary, scratch: scratch, adapters: adapters)
+        }
+        var sum = 0.0
+        try head(x, rows: R, embedding: embedding) { first, r, logits in
+            let chunk = targets[first..<(first + r)].map { max($0, 0) }  // −1: a dummy target, not counted
+            let nll = chunk.withUnsafeBufferPointer { crossEntropy(logits: logits, targets: $0.baseAddress!, T: r, V: V) }
+            for i in 0..<r where targets[first + i] >= 0 { sum += nll[i] }
+        }
+        return LossSum(sum: sum, count: count)
+    }
+
+    /// The flattened tokens and targets of equal-length windows (−1: not counted), checked.
+    private func prepare(_ windows: [[Int32]], targets: [[Int32]]?) throws
+        -> (T: Int, tokens: [Int32], targets: [Int32], count: Int) {
+        guard let T = windows.first?.count, T > 1 || targets != nil, T > 0 else {
             throw RunnerError("the loss needs windows of at least 2 tokens")
         }
         guard windows.allSatisfy({ $0.count == T }) else { throw RunnerError("windows must have equal length") }
-        let c = config, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
-        let N = windows.count, R = N * T
         let tokens = windows.flatMap { $0 }
+        var flat = [Int32](repeating: -1, count: tokens.count)
+        if let targets {
+            guard targets.count == windows.count, targets.allSatisfy({ $0.count == T }) else {
+                throw RunnerError("targets must match the windows' shape")
+            }
+            flat = targets.flatMap { $0 }
+            let V = config.vocabSize
+            if let bad = flat.first(where: { $0 < -1 || Int($0) >= V }) {
+                throw RunnerError("target \(bad) is outside the vocabulary (\(V)) and is not -1")
+            }
+        } else {
+            for i in 0..<tokens.count where i % T != T - 1 { flat[i] = tokens[i + 1] }
+        }
+        return (T, tokens, flat, flat.reduce(0) { $0 + ($1 >= 0 ? 1 : 0) })
+    }
+
+    /// The forward and backward behind `lossAndGradients` (weightGradients: every parameter's
+    /// gradient into `gradients`) and `lossAndAdapterGradients` (frozen weights; `gradients` is
+    /// not touched).
+    private func backpropagate(_ windows: [[Int32]], targets: [[Int32]]?, gradients: inout ModelGradients,
+                               weightGradients: Bool, adapters: LoRAAdapters?, policy: ActivationPolicy,
+                               positionWeight: Float?) throws -> LossSum {
+        let (T, tokens, targets, count) = try prepare(windows, targets: targets)
+        let c = config, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
+        let R = tokens.count
         let embedding = try model.embedding()
         let x = try embed(tokens, embedding: embedding)
 
@@ -141,11 +228,11 @@ extension Runner {
                 ws.inputs[l].reserve(R * C)
                 ws.inputs[l].pointer.update(from: x.pointer, count: R * C)
                 runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
-                         scratch: ws.scratch)
+                         scratch: ws.scratch, adapters: adapters)
             case .keep:
                 if ws.recorded.count <= l { ws.recorded.append(BlockScratch(recording: ws.transient)) }
                 runBlock(w, x: x.pointer, rows: R, layout: .windows(length: T), config: c, layer: l, rotary: rotary,
-                         scratch: ws.recorded[l])
+                         scratch: ws.recorded[l], adapters: adapters)
             }
         }
 
@@ -158,9 +245,6 @@ extension Runner {
         rstd.reserve(R)
         dnormed.reserve(R * C)
         dnormed.pointer.update(repeating: 0, count: R * C)
-        var targets = [Int32](repeating: -1, count: R)
-        for i in 0..<R where i % T != T - 1 { targets[i] = tokens[i + 1] }
-        let count = N * (T - 1)
         norm.withUnsafeBufferPointer {
             rmsNorm(x: x.pointer, weight: $0.baseAddress!, eps: Float(c.rmsNormEps), out: normed.pointer, T: R, C: C,
                     rstd: rstd.pointer)
@@ -170,19 +254,21 @@ extension Runner {
         logits.reserve(chunk * V)
         var lossSum = 0.0
         headWeights.withUnsafeBufferPointer { e in
-            func headGradient(_ dHead: UnsafeMutablePointer<Float>) {
+            func headGradient(_ dHead: UnsafeMutablePointer<Float>?) {
                 for first in stride(from: 0, to: R, by: chunk) {
                     let r = min(chunk, R - first), n = normed.pointer + first * C
                     BLAS.linear(x: n, w: e.baseAddress!, y: logits.pointer, T: r, C: C, F: V)
                     lossSum += targets.withUnsafeBufferPointer {
                         crossEntropyBackward(logits: logits.pointer, targets: $0.baseAddress! + first, T: r, V: V,
-                                             scale: positionWeight ?? 1 / Float(count))
+                                             scale: positionWeight ?? (count > 0 ? 1 / Float(count) : 0))
                     }
                     BLAS.linearBackward(dy: logits.pointer, x: n, w: e.baseAddress!, dx: dnormed.pointer + first * C,
                                         dw: dHead, T: r, C: C, F: V)
                 }
             }
-            if gradients.head != nil {
+            if !weightGradients {
+                headGradient(nil)
+            } else if gradients.head != nil {
                 gradients.head!.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
             } else {
                 gradients.embedding.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
@@ -192,9 +278,15 @@ extension Runner {
         dx.reserve(R * C)
         dx.pointer.update(repeating: 0, count: R * C)
         norm.withUnsafeBufferPointer { weight in
-            gradients.finalNorm.withUnsafeMutableBufferPointer { dweight in
+            if weightGradients {
+                gradients.finalNorm.withUnsafeMutableBufferPointer { dweight in
+                    rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
+                                    dx: dx.pointer, dweight: dweight.baseAddress!, T: R, C: C)
+                }
+            } else {
+                let unused = Buffer(count: C)
                 rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
-                                dx: dx.pointer, dweight: dweight.baseAddress!, T: R, C: C)
+                                dx: dx.pointer, dweight: unused.pointer, T: R, C: C)
             }
         }
 
@@ -205,14 +297,23 @@ extension Runner {
             if policy == .recompute {
                 // The layer's forward again, recording (on its saved input, overwritten).
                 runBlock(w, x: ws.inputs[l].pointer, rows: R, layout: .windows(length: T), config: c, layer: l,
-                         rotary: rotary, scratch: ws.record)
+                         rotary: rotary, scratch: ws.record, adapters: adapters)
                 activations = ws.record
             } else {
                 activations = ws.recorded[l]
             }
-            blockBackward(w, gradient: &gradients.layers[l], dx: dx.pointer, rows: R, windowLength: T, config: c,
-                          layer: l, rotary: rotary, activations: activations, scratch: ws.gradients)
+            if weightGradients {
+                blockBackward(w, gradient: &gradients.layers[l], adapters: adapters, dx: dx.pointer, rows: R,
+                              windowLength: T, config: c, layer: l, rotary: rotary, activations: activations,
+                              scratch: ws.gradients)
+            } else {
+                var none = LayerWeights.frozen
+                blockBackward(w, gradient: &none, weightGradients: false, adapters: adapters, dx: dx.pointer, rows: R,
+                              windowLength: T, config: c, layer: l, rotary: rotary, activations: activations,
+                              scratch: ws.gradients)
+            }
         }
+        guard weightGradients else { return LossSum(sum: lossSum, count: count) }
 
         // x = E[tokens]: each row's gradient goes to its token's row of the embedding.
         gradients.embedding.withUnsafeMutableBufferPointer { de in

@@ -13,6 +13,8 @@ final class BlockGradients {
     private(set) var gate = Buffer()  // [R, F]
     private(set) var up = Buffer()  // [R, F]
     private(set) var hidden = Buffer()  // [R, F]
+    let adapterRows = Buffer()  // [R, r] an adapter's du
+    let normWeight = Buffer()  // [C] a frozen norm's unused weight gradient
 
     func reserve(rows R: Int, C: Int, H: Int, Hkv: Int, D: Int, VW: Int, OW: Int, F: Int) {
         normed.reserve(R * C)
@@ -23,6 +25,7 @@ final class BlockGradients {
         gate.reserve(R * F)
         up.reserve(R * F)
         hidden.reserve(R * F)
+        normWeight.reserve(C)
     }
 }
 
@@ -46,11 +49,14 @@ func applyLinearBackward(_ layer: Linear, gradient g: inout Linear, x: UnsafePoi
 
 /// The backward of `runBlock` over whole windows of T tokens, from the activations a recording
 /// scratch `s` kept of the same rows. On entry dx: [R, C] holds the gradient of the block's
-/// output; on return, that of its input. The weights' gradients are added to `g`.
+/// output; on return, that of its input. The weights' gradients are added to `g` when
+/// `weightGradients` (otherwise the weights are frozen and `g` is not touched), the adapters'
+/// to `adapters.gradients`.
 /// Each step undoes the forward line of the same equation, in reverse:
 ///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
 ///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
-func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: UnsafeMutablePointer<Float>, rows R: Int,
+func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, weightGradients: Bool = true,
+                   adapters: LoRAAdapters? = nil, dx: UnsafeMutablePointer<Float>, rows R: Int,
                    windowLength T: Int, config c: LlamaConfig, layer l: Int, rotary: RotaryTable,
                    activations s: BlockScratch, scratch d: BlockGradients) {
     precondition(s.recording, "the backward needs a recording forward")
@@ -62,6 +68,34 @@ func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: Unsafe
     s.reserve(rows: R, C: C, H: H, Hkv: Hkv, D: D, VW: VW, OW: OW, F: F)
     let dn = d.normed.pointer
     let eps = Float(c.rmsNormEps)
+    // y = p(x) (+ its adapter): dx += dy·W (+ the adapter's), dW (when wanted) and the adapter's dA, dB.
+    func project(_ p: Projection, x: UnsafePointer<Float>, dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>) {
+        let layer = w.linear(p)
+        if weightGradients {
+            applyLinearBackward(layer, gradient: &g[keyPath: LayerWeights.projections[p.index]], x: x, dy: dy, dx: dx,
+                                rows: R)
+        } else if layer.outFeatures > 0 && layer.inFeatures > 0 {
+            layer.weight.withUnsafeBufferPointer {
+                BLAS.linearBackward(dy: dy, x: x, w: $0.baseAddress!, dx: dx, dw: nil, T: R, C: layer.inFeatures,
+                                    F: layer.outFeatures)
+            }
+        }
+        adapters?.backward(layer: l, p, x: x, dy: dy, dx: dx, rows: R, u: s.adapterRows[p.index], du: d.adapterRows,
+                           scratch: s.adapterInput)
+    }
+    func normBackward(_ weight: [Float], _ dweight: inout [Float], x: UnsafePointer<Float>, rstd: UnsafePointer<Float>) {
+        weight.withUnsafeBufferPointer { weight in
+            if weightGradients {
+                dweight.withUnsafeMutableBufferPointer {
+                    rmsNormBackward(dout: dn, x: x, weight: weight.baseAddress!, rstd: rstd, dx: dx,
+                                    dweight: $0.baseAddress!, T: R, C: C)
+                }
+            } else {
+                rmsNormBackward(dout: dn, x: x, weight: weight.baseAddress!, rstd: rstd, dx: dx,
+                                dweight: d.normWeight.pointer, T: R, C: C)
+            }
+        }
+    }
     // The forward's transient values, computed again from what was kept (the same bits).
     w.inputNorm.withUnsafeBufferPointer {
         rmsNorm(x: s.input.pointer, weight: $0.baseAddress!, eps: eps, out: s.normed.pointer, T: R, C: C)
@@ -73,7 +107,7 @@ func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: Unsafe
 
     // x += down_proj(hidden): dx flows on unchanged (the residual); dhidden = dx·W_down
     d.hidden.pointer.update(repeating: 0, count: R * F)
-    applyLinearBackward(w.down, gradient: &g.down, x: s.hidden.pointer, dy: dx, dx: d.hidden.pointer, rows: R)
+    project(.down, x: s.hidden.pointer, dy: dx, dx: d.hidden.pointer)
     // hidden = silu(gate)·up
     d.gate.pointer.update(repeating: 0, count: R * F)
     d.up.pointer.update(repeating: 0, count: R * F)
@@ -81,18 +115,13 @@ func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: Unsafe
                    dup: d.up.pointer, count: R * F)
     // gate = gate_proj(n₂), up = up_proj(n₂)
     dn.update(repeating: 0, count: R * C)
-    applyLinearBackward(w.gate, gradient: &g.gate, x: s.normed2.pointer, dy: d.gate.pointer, dx: dn, rows: R)
-    applyLinearBackward(w.up, gradient: &g.up, x: s.normed2.pointer, dy: d.up.pointer, dx: dn, rows: R)
+    project(.gate, x: s.normed2.pointer, dy: d.gate.pointer, dx: dn)
+    project(.up, x: s.normed2.pointer, dy: d.up.pointer, dx: dn)
     // n₂ = post_attention_layernorm(x after attention)
-    w.postAttentionNorm.withUnsafeBufferPointer { weight in
-        g.postAttentionNorm.withUnsafeMutableBufferPointer { dweight in
-            rmsNormBackward(dout: dn, x: s.middle.pointer, weight: weight.baseAddress!, rstd: s.rstd2.pointer, dx: dx,
-                            dweight: dweight.baseAddress!, T: R, C: C)
-        }
-    }
+    normBackward(w.postAttentionNorm, &g.postAttentionNorm, x: s.middle.pointer, rstd: s.rstd2.pointer)
     // x += o_proj(heads)
     d.heads.pointer.update(repeating: 0, count: R * OW)
-    applyLinearBackward(w.o, gradient: &g.o, x: s.heads.pointer, dy: dx, dx: d.heads.pointer, rows: R)
+    project(.o, x: s.heads.pointer, dy: dx, dx: d.heads.pointer)
     dn.update(repeating: 0, count: R * C)
     if H > 0 {
         // heads = attention(q, k, v) per window; q, k were rotated in place after their projections
@@ -109,15 +138,10 @@ func blockBackward(_ w: LayerWeights, gradient g: inout LayerWeights, dx: Unsafe
             rotary.applyBackward(dk, T: T, H: Hkv)
         }
         // q, k, v = projections of n₁
-        applyLinearBackward(w.q, gradient: &g.q, x: s.normed.pointer, dy: d.q.pointer, dx: dn, rows: R)
-        applyLinearBackward(w.k, gradient: &g.k, x: s.normed.pointer, dy: d.k.pointer, dx: dn, rows: R)
-        applyLinearBackward(w.v, gradient: &g.v, x: s.normed.pointer, dy: d.v.pointer, dx: dn, rows: R)
+        project(.q, x: s.normed.pointer, dy: d.q.pointer, dx: dn)
+        project(.k, x: s.normed.pointer, dy: d.k.pointer, dx: dn)
+        project(.v, x: s.normed.pointer, dy: d.v.pointer, dx: dn)
     }
     // n₁ = input_layernorm(x)
-    w.inputNorm.withUnsafeBufferPointer { weight in
-        g.inputNorm.withUnsafeMutableBufferPointer { dweight in
-            rmsNormBackward(dout: dn, x: s.input.pointer, weight: weight.baseAddress!, rstd: s.rstd1.pointer, dx: dx,
-                            dweight: dweight.baseAddress!, T: R, C: C)
-        }
-    }
+    normBackward(w.inputNorm, &g.inputNorm, x: s.input.pointer, rstd: s.rstd1.pointer)
 }

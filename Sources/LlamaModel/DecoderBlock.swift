@@ -43,12 +43,17 @@ final class BlockScratch {
     private(set) var rstd1 = Buffer()  // [R] the norms' 1/rms
     private(set) var rstd2 = Buffer()  // [R]
     private(set) var lse = Buffer()  // [R, H] attention's log-sum-exp per row and head
+    /// LoRA (`LoRAAdapters`): each projection's u = drop(x)·Aᵀ [R, r] — kept for the backward
+    /// when recording — in `Projection.allCases` order, and a buffer for drop(x) (transient).
+    private(set) lazy var adapterRows: [Buffer] = Projection.allCases.map { _ in Buffer() }
+    let adapterInput: Buffer
 
     init() {
         recording = false
         normed = Buffer()
         normed2 = normed
         ownHidden = nil
+        adapterInput = Buffer()
     }
 
     init(recording transient: TransientBuffers) {
@@ -56,6 +61,7 @@ final class BlockScratch {
         normed = transient.normed
         normed2 = transient.normed2
         ownHidden = transient.hidden
+        adapterInput = transient.adapterInput
     }
 
     var hidden: Buffer { ownHidden ?? gate }
@@ -82,7 +88,7 @@ final class BlockScratch {
 
 /// The buffers recording layers share for what their backward computes again.
 final class TransientBuffers {
-    let normed = Buffer(), normed2 = Buffer(), hidden = Buffer()
+    let normed = Buffer(), normed2 = Buffer(), hidden = Buffer(), adapterInput = Buffer()
 }
 
 /// A growable float buffer with a stable base address between `reserve` calls.
@@ -169,10 +175,11 @@ public enum RowLayout {
 ///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
 ///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
 /// with the rows' positions and what attention sees given by `layout`. A `recording` scratch keeps
-/// what the backward needs (whole windows only).
+/// what the backward needs (whole windows only). `adapters` add their low-rank products to the
+/// projections' outputs (before rotary for q and k).
 func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, layout: RowLayout,
               config c: LlamaConfig, layer l: Int, rotary: RotaryTable, scratch s: BlockScratch,
-              observe: ((BlockTap) throws -> Void)? = nil) rethrows {
+              adapters: LoRAAdapters? = nil, observe: ((BlockTap) throws -> Void)? = nil) rethrows {
     let C = c.hiddenSize, D = c.headDim
     let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
     let VW = c.valueRows(layer: l), OW = c.attentionOutputWidth(layer: l)
@@ -183,12 +190,18 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     let normed2 = s.normed2.pointer, hidden = s.hidden.pointer
     let record = s.recording
     if record { s.input.pointer.update(from: x, count: R * C) }
+    func adapt(_ p: Projection, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
+        adapters?.forward(layer: l, p, x: x, y: y, rows: R, u: s.adapterRows[p.index], scratch: s.adapterInput)
+    }
 
     w.inputNorm.withUnsafeBufferPointer {
         rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C, rstd: record ? s.rstd1.pointer : nil)
     }
     if H > 0 {
         applyLinears([(w.q, q), (w.k, k), (w.v, v)], x: normed, rows: R)
+        adapt(.q, x: normed, y: q)
+        adapt(.k, x: normed, y: k)
+        adapt(.v, x: normed, y: v)
         switch layout {
         case .windows(let T):
             precondition(T > 0 && R % T == 0, "rows must be whole windows")
@@ -229,6 +242,7 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     }
     try observe?(.attention(input: normed, heads: heads, rows: R))
     applyLinear(w.o, x: heads, y: x, rows: R, accumulate: true)
+    adapt(.o, x: heads, y: x)
     if record { s.middle.pointer.update(from: x, count: R * C) }
 
     w.postAttentionNorm.withUnsafeBufferPointer {
@@ -236,8 +250,11 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     }
     if F > 0 {
         applyLinears([(w.gate, gate), (w.up, up)], x: normed2, rows: R)
+        adapt(.gate, x: normed2, y: gate)
+        adapt(.up, x: normed2, y: up)
         swiglu(gate: gate, up: up, out: hidden, count: R * F)
     }
     try observe?(.mlp(input: normed2, hidden: hidden, rows: R))
     applyLinear(w.down, x: hidden, y: x, rows: R, accumulate: true)
+    adapt(.down, x: hidden, y: x)
 }

@@ -57,6 +57,15 @@ extension Runner {
         keptHead = .some(try model.head())
     }
 
+    /// Runs with `layers` in place of the model's decoder layers (the same shapes: a model
+    /// changed in memory, such as adapters merged into it).
+    public func keep(layers: [LayerWeights]) throws {
+        guard layers.count == config.numLayers else {
+            throw RunnerError("\(layers.count) layers given for a model of \(config.numLayers)")
+        }
+        keptLayers = layers
+    }
+
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
     /// weights, loaded once) and returns the logits of the last one, [V].
     public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights], embedding: [Float]) throws -> [Float] {
@@ -133,17 +142,3 @@ func choose(_ logits: [Float], _ s: Sampling, _ rng: inout SplitMix64) -> Int32 
     return Int32(kept.last!)
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a small seeded generator, the same draws on every machine.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    mutating func nextUnit() -> Double { Double(next() >> 11) / Double(1 << 53) }
-}

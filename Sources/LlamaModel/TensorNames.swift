@@ -8,6 +8,19 @@ public enum Projection: String, CaseIterable, Sendable {
     case up = "mlp.up_proj"
     case down = "mlp.down_proj"
 
+    /// Its position in `allCases`.
+    public var index: Int {
+        switch self {
+        case .q: return 0
+        case .k: return 1
+        case .v: return 2
+        case .o: return 3
+        case .gate: return 4
+        case .up: return 5
+        case .down: return 6
+        }
+    }
+
     /// The module's own name: `q_proj`, …, `down_proj`.
     public var shortName: String { String(rawValue.split(separator: ".").last!) }
 
