@@ -13,6 +13,8 @@ public final class Progress {
     private var lastPrint = Date.distantPast
     private var lastPrinted = -1
     private(set) public var done = 0
+    /// Shown after the counts (e.g. the current loss).
+    public var detail = ""
 
     public init(_ label: String, total: Int, unit: String = "", quiet: Bool = false) {
         self.label = label
@@ -55,11 +57,11 @@ public final class Progress {
             let filled = Int(fraction * Double(width))
             let bar = String(repeating: "█", count: filled)
                 + String(repeating: "·", count: width - filled)
-            let line = "\r\(label) [\(bar)] \(counts)\(rateText) \(Self.clock(elapsed))\(eta)\u{1B}[K"
+            let line = "\r\(label) [\(bar)] \(counts)\(detail)\(rateText) \(Self.clock(elapsed))\(eta)\u{1B}[K"
             FileHandle.standardError.write(Data((line + (final ? "\n" : "")).utf8))
         } else {
             let pct = String(format: "%.0f%%", fraction * 100)
-            printError("\(label): \(counts) (\(pct))\(rateText) \(Self.clock(elapsed))\(eta)")
+            printError("\(label): \(counts) (\(pct))\(detail)\(rateText) \(Self.clock(elapsed))\(eta)")
         }
     }
 
