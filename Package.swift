@@ -77,7 +77,7 @@ let package = Package(
                     swiftSettings: fast),
         .testTarget(name: "PruningTests", dependencies: ["Pruning", "Calibration", "LlamaModel", "Kernels", "TensorIO", "TestSupport"],
                     swiftSettings: fast),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "LlamaModel", "TensorIO", "TestSupport"],
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "LlamaModel", "Tokenization", "TensorIO", "TestSupport"],
                     swiftSettings: fast),
         .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel"], swiftSettings: fast),
     ],
