@@ -206,6 +206,7 @@ struct Finetune: ParsableCommand {
                 }
             }
             progress.finish()
+            let trainingSeconds = Date().timeIntervalSince(started)
             if adaptersOnly {
                 try PEFTAdapters.write(adapters, options: options, directory: output.output, baseModel: nil)
             } else {
@@ -223,8 +224,9 @@ struct Finetune: ParsableCommand {
                                            title: "finetune r \(rank), \(options.steps) steps of \(batch)"), to: plot)
             }
             if !common.quiet, let last = trainer.history.last {
-                printError(String(format: "finetune: %d steps, last loss %.4f, %.0f s, peak memory %.0f MB",
-                                  trainer.step, last.loss, Date().timeIntervalSince(started), peakMemoryMB()))
+                printError(String(format: "finetune: %d steps, last loss %.4f; training %.1f s, %.1f tokens/s; peak memory %.0f MB",
+                                  trainer.step, last.loss, trainingSeconds, Double(processed) / max(trainingSeconds, 1e-9),
+                                  peakMemoryMB()))
             }
         }
     }
