@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(name: "slice", dependencies: ["ToolSupport", "LlamaModel", "Pruning"], swiftSettings: fast),
         .executableTarget(name: "restore", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
-        .executableTarget(name: "finetune", dependencies: ["ToolSupport", "LlamaModel", "Training"], swiftSettings: fast),
+        .executableTarget(name: "finetune", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Training"], swiftSettings: fast),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO", "LlamaModel", "Evaluation"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize", dependencies: ["ToolSupport", "Tokenization"], swiftSettings: fast),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Calibration
 import Foundation
 import LlamaModel
 import TensorIO
@@ -40,6 +41,9 @@ struct Finetune: ParsableCommand {
     var dropout = 0.05
     @Option(name: .long, help: "Adapted projections, of q,k,v,o,gate,up,down.")
     var targets = "q,k,v,o,gate,up,down"
+
+    @Option(name: .long, help: "CFSP's importance-guided recovery: each block's rank follows its mean angular distance in these statistics (calibrate), with the adapter parameters of a uniform --rank.")
+    var budgetBy: String?
 
     @Option(name: .long, help: "Optimizer steps (or --epochs).")
     var steps: Int?
@@ -162,6 +166,21 @@ struct Finetune: ParsableCommand {
             options.shuffle = !noShuffle
             options.policy = policy
 
+            if let budgetBy {
+                // The statistics the pruning used: of the dense model this one was pruned from.
+                let stats = try StatisticsFile(path: budgetBy)
+                try stats.requireComplete()
+                let importance = try (0..<model.config.numLayers).map { l -> Double in
+                    let count = try stats.blockCount(l).first ?? 0
+                    guard count > 0 else { throw TrainingError("\(budgetBy): layer \(l) has no block statistics (count 0)") }
+                    return (try stats.block(l, .angularSum).first ?? .nan) / Double(count)
+                }
+                let perLayer = try RankBudget.importanceGuided(
+                    importance: importance, costPerRank: RankBudget.costPerRank(config: model.config, targets: projections),
+                    rank: rank)
+                options.ranks = perLayer.map { r in Projection.allCases.map { _ in r } }
+                if !common.quiet { printError("finetune: ranks by block importance: \(perLayer.map(String.init).joined(separator: " "))") }
+            }
             let adapters = LoRAAdapters(config: model.config, alpha: alpha, dropout: Float(dropout)) {
                 options.rank(layer: $0, $1)
             }

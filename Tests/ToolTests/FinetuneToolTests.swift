@@ -37,6 +37,15 @@ final class FinetuneToolTests: XCTestCase {
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: path("peft-a/adapter_model.safetensors"))),
                        try Data(contentsOf: URL(fileURLWithPath: path("peft-b/adapter_model.safetensors"))))
 
+        // Ranks by block importance (calibrate's angular statistics): PEFT's rank_pattern.
+        let c = try runTool("calibrate", ["--model", model, "--tokens", path("w.st"), "-o", path("stats.st"), "--quiet"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let g = try runTool("finetune", common + ["--steps", "2", "--budget-by", path("stats.st"), "--adapters-only",
+                                                  "-o", path("peft-g")])
+        XCTAssertEqual(g.status, 0, g.stderr)
+        let config = try String(contentsOfFile: path("peft-g/adapter_config.json"), encoding: .utf8)
+        XCTAssertTrue(config.contains("\"rank_pattern\":{\"model.layers."), config)
+
         // Rank 0, and zero steps: every tensor as it was, bit for bit, and the same fingerprint.
         for (name, extra) in [("r0.st", ["--rank", "0", "--steps", "3"]), ("s0.st", ["--steps", "0"])] {
             let z = try runTool("finetune", common + extra + ["-o", path(name)])

@@ -190,3 +190,19 @@ final class FinetuneStateTests: XCTestCase {
         XCTAssertThrowsError(try PEFTAdapters.write(adapters, options: o, directory: dir.path, baseModel: nil))
     }
 }
+
+/// Importance-guided ranks: the uniform rank's adapter parameters, ranks following importance.
+final class RankBudgetTests: XCTestCase {
+    func testRanksFollowImportanceWithinTheUniformBudget() throws {
+        let importance = [0.10, 0.30, 0.20, 0.05, 0.35], cost = [100, 100, 60, 100, 0]
+        let ranks = try RankBudget.importanceGuided(importance: importance, costPerRank: cost, rank: 8)
+        let spent = zip(ranks, cost).reduce(0) { $0 + $1.0 * $1.1 }
+        XCTAssertLessThanOrEqual(spent, 8 * cost.reduce(0, +))
+        XCTAssertGreaterThan(spent, 8 * cost.reduce(0, +) - cost.max()!)  // no whole unit left unspent
+        XCTAssertEqual(ranks[4], 0)  // nothing to adapt
+        XCTAssertEqual(ranks.prefix(4).map { $0 }, [5, 15, 11, 2])  // 8·I/Ī = 5.05, 15.16, 10.11, 2.53 (Ī = 57/360)
+        XCTAssertEqual(try RankBudget.importanceGuided(importance: [1, 1, 1], costPerRank: [5, 5, 5], rank: 4), [4, 4, 4])
+        XCTAssertEqual(try RankBudget.importanceGuided(importance: [0, 1], costPerRank: [5, 5], rank: 4), [1, 7])
+        XCTAssertThrowsError(try RankBudget.importanceGuided(importance: [.nan, 1], costPerRank: [5, 5], rank: 4))
+    }
+}
