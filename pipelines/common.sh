@@ -19,6 +19,14 @@ sequential="${SEQUENTIAL:-${SEQUENTIAL_DEFAULT:-0}}"
 [[ "$sequential" == 0 || "$sequential" == 1 ]] || { echo "SEQUENTIAL must be 0 or 1" >&2; exit 64; }
 suffix=""
 [[ "$sequential" == "${SEQUENTIAL_DEFAULT:-0}" ]] || suffix=$([[ "$sequential" == 1 ]] && echo -seq || echo -onepass)
+recover="${RECOVER:-0}"
+[[ "$recover" =~ ^[0-9]+$ ]] || { echo "RECOVER must be a number of steps" >&2; exit 64; }
+recover_budget="${RECOVER_BUDGET:-${RECOVER_BUDGET_DEFAULT:-uniform}}"
+[[ "$recover_budget" == uniform || "$recover_budget" == importance ]] || { echo "RECOVER_BUDGET must be uniform or importance" >&2; exit 64; }
+if [[ "$recover" != 0 ]]; then
+    suffix="$suffix-r$recover"
+    [[ "$recover_budget" == "${RECOVER_BUDGET_DEFAULT:-uniform}" ]] || suffix="$suffix-$recover_budget"
+fi
 out="${OUT:-$root/out/$NAME-$ratio$suffix}"
 seqlens="${SEQLENS:-2048 128}"
 [[ "$seqlens" == none ]] && seqlens=""
@@ -109,7 +117,7 @@ evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json (the dense model's r
 
 summary() {
     python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" "$tasks" "${TASK_LIMIT:-}" "$sequential" \
-        "$prune_rss" <<'PY'
+        "$prune_rss" "${labels[*]}" "$recover" "${recover_seconds:-0}" "$recover_budget" "$(cat "$out/finetune.rss" 2>/dev/null || true)" <<'PY'
 import json, sys
 out, seqlens, name, ratio, seconds = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], float(sys.argv[5])
 stats_reused = "stats.st.zst" in sys.argv[6].split()
@@ -117,29 +125,33 @@ tasks, task_limit = sys.argv[7], sys.argv[8]
 procedure = "sequential" if sys.argv[9] == "1" else "one pass"
 rss = f", calibrate's peak memory {int(sys.argv[10]) / 1024:.0f} MB" if sys.argv[10] else ""
 note = ", calibration statistics reused from the cache, not included" if stats_reused else ""
+labels = sys.argv[11].split()
 print(f"{name} at ratio {ratio}, {procedure} (pruning wall time {seconds:.0f} s{rss}{note})")
+if "recovered" in labels:
+    ft_rss = f", peak memory {int(sys.argv[15]) / 1024:.0f} MB" if sys.argv[15] else ""
+    print(f"recovered: LoRA, {sys.argv[12]} steps, {sys.argv[14]} ranks ({float(sys.argv[13]):.0f} s{ft_rss})")
 if seqlens:
     rows = []
-    for label in ("dense", "pruned"):
+    for label in labels:
         r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
         rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
     r0 = json.load(open(f"{out}/dense-{seqlens[0]}.json"))
     subset = "" if r0["tokens_evaluated"] >= r0["dataset_tokens"] - int(seqlens[0]) else \
         f", first {r0['windows']} windows: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens at T={seqlens[0]}"
     print(f"WikiText-2 perplexity{subset}")
-    print(f"{'model':<8} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
+    print(f"{'model':<9} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
     for label, params, ppl in rows:
-        print(f"{label:<8} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))
+        print(f"{label:<9} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))
 if tasks:
-    results = {label: json.load(open(f"{out}/{label}-tasks.json")) for label in ("dense", "pruned")}
+    results = {label: json.load(open(f"{out}/{label}-tasks.json")) for label in labels}
     order = ["boolq", "piqa", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa"]
     names = sorted(results["dense"]["tasks"], key=order.index)
     metric = lambda r: r["acc_norm"] if "acc_norm" in r else r["acc"]
     print(f"zero-shot accuracy (acc_norm where the task reports it, else acc"
           + (f"; the first {task_limit} items of each task)" if task_limit else "; every item)"))
-    print(f"{'model':<8} " + " ".join(f"{n[:10]:>10}" for n in names) + f" {'average':>10}")
+    print(f"{'model':<9} " + " ".join(f"{n[:10]:>10}" for n in names) + f" {'average':>10}")
     for label, r in results.items():
-        print(f"{label:<8} " + " ".join(f"{metric(r['tasks'][n]):>10.4f}" for n in names)
+        print(f"{label:<9} " + " ".join(f"{metric(r['tasks'][n]):>10.4f}" for n in names)
               + f" {r['average']['acc']:>10.4f}")
 PY
 }
@@ -150,8 +162,26 @@ rm -f "$out/calibrate.rss"
 run_pipeline
 prune_seconds=$(( $(date +%s) - start ))
 prune_rss="$(cat "$out/calibrate.rss" 2>/dev/null || true)"  # calibrate's peak resident KB (the largest stage)
-evaluate_all "$out/dense.st" dense
-evaluate_all "$out/pruned.st.zst" pruned
-evaluate_tasks "$out/dense.st" dense
-evaluate_tasks "$out/pruned.st.zst" pruned
+labels=(dense pruned)
+if [[ "$recover" != 0 ]]; then
+    budget=()
+    [[ "$recover_budget" == importance ]] && budget=(--budget-by "$out/stats.st.zst")
+    start=$(date +%s)
+    /usr/bin/time -f %M -o "$out/finetune.rss" \
+        "$bin/finetune" --model "$out/pruned.st.zst" --jsonl "$calib" --steps "$recover" --batch "${RECOVER_BATCH:-16}" \
+            --micro-batch 4 --seqlen "${RECOVER_SEQLEN:-256}" --lr "${RECOVER_LR:-1e-4}" "${budget[@]}" \
+            --plot "$out/recovery.svg" "${threads[@]}" --quiet -o "$out/recovered.st.zst"
+    recover_seconds=$(( $(date +%s) - start ))
+    labels+=(recovered)
+fi
+for label in "${labels[@]}"; do
+    model_file="$out/$label.st.zst"
+    [[ "$label" == dense ]] && model_file="$out/dense.st"
+    evaluate_all "$model_file" "$label"
+done
+for label in "${labels[@]}"; do
+    model_file="$out/$label.st.zst"
+    [[ "$label" == dense ]] && model_file="$out/dense.st"
+    evaluate_tasks "$model_file" "$label"
+done
 summary | tee "$out/summary.txt"
