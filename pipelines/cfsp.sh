@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # CFSP (Wang et al., COLING 2025), as its start.sh: 128 windows of 2048 tokens, MLP channels only, the
 # fine-grained activation score, per-block budgets from the angular distance between block input and
-# output (sigmoid, a = 1), kept widths rounded to multiples of 128 (cuda_friendly). CFSP's recovery
-# fine-tuning is not run (finetune is not written yet). Usage: see pipelines/common.sh.
+# output (sigmoid, a = 1), kept widths rounded to multiples of 128 (cuda_friendly). With RECOVER=STEPS, CFSP's recovery:
+# LoRA whose ranks follow each block's angular importance (finetune --budget-by; RECOVER_BUDGET=uniform for the
+# ablation). Usage: see pipelines/common.sh.
 NAME=cfsp
+RECOVER_BUDGET_DEFAULT=importance
 run_pipeline() {
     calibrate_stats --samples 128 --seqlen 2048
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"

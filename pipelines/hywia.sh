@@ -6,7 +6,7 @@
 # layer mean and mixed by softmax weights over the two (score --metric hywia). The paper publishes no code:
 # docs/DESIGN.md "HyWIA" gives our design and the README the ablation behind it. FUSION (adaptive, equal, fine,
 # coarse; default adaptive) and TEMPERATURE (default 1) select the variant; OUT defaults to out/hywia-RATIO, or
-# out/hywia-FUSION-RATIO for a non-default fusion. No LoRA recovery. Usage: see pipelines/common.sh.
+# out/hywia-FUSION-RATIO for a non-default fusion. LoRA recovery with RECOVER=STEPS. Usage: see pipelines/common.sh.
 NAME=hywia
 fusion="${FUSION:-adaptive}"
 temperature="${TEMPERATURE:-1}"

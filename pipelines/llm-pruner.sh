@@ -7,7 +7,7 @@
 # sum) and over a head's channels; block-wise, the same fraction in every pruned layer (its local
 # pruning), attention by query heads, and only layers 4..29 of LLaMA-7B's 32 (block_*_layer_start 4,
 # end 30) — here that range scaled to the model's depth. No compensation; LLM-Pruner's LoRA
-# recovery is `finetune`'s. Usage: see pipelines/common.sh.
+# recovery with RECOVER=STEPS (finetune, uniform ranks). Usage: see pipelines/common.sh.
 NAME=llm-pruner
 run_pipeline() {
     calibrate_stats --samples 10 --seqlen 64 --gradients first
