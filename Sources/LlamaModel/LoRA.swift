@@ -132,10 +132,19 @@ public final class LoRAAdapters {
         out.reserve(R * inF)
         let keep = 1 / (1 - dropout), o = out.pointer
         let key = dropoutKey, threshold = dropoutThreshold
-        for e in 0..<(R * inF) {
-            o[e] = dropMask(key, adapter: i, element: e) >= threshold ? x[e] * keep : 0
+        LoRAAdapters.inRowBlocks(R, width: inF) { elements in
+            for e in elements { o[e] = dropMask(key, adapter: i, element: e) >= threshold ? x[e] * keep : 0 }
         }
         return UnsafePointer(o)
+    }
+
+    /// The elements of R rows of `width`, in blocks of whole rows on the workers (each element's
+    /// result depends on it alone, so not on the thread that computes it).
+    static func inRowBlocks(_ R: Int, width: Int, _ body: (Range<Int>) -> Void) {
+        let blocks = min(R, 16)
+        BLAS.parallelBlocks(blocks) { b in
+            body((R * b / blocks * width)..<(R * (b + 1) / blocks * width))
+        }
     }
 
     /// An element is kept when its 24-bit hash is at least p·2²⁴.
@@ -177,7 +186,9 @@ public final class LoRAAdapters {
             BLAS.sgemm(transA: false, transB: false, M: R, N: inF, K: r, alpha: 1, a: du.pointer, lda: r,
                        b: parameters + a.aOffset, ldb: inF, beta: 0, c: t, ldc: inF)
             let keep = 1 / (1 - dropout), key = dropoutKey, threshold = dropoutThreshold
-            for e in 0..<(R * inF) where dropMask(key, adapter: i, element: e) >= threshold { dx[e] += t[e] * keep }
+            LoRAAdapters.inRowBlocks(R, width: inF) { elements in
+                for e in elements where dropMask(key, adapter: i, element: e) >= threshold { dx[e] += t[e] * keep }
+            }
         } else {
             BLAS.sgemm(transA: false, transB: false, M: R, N: inF, K: r, alpha: 1, a: du.pointer, lda: r,
                        b: parameters + a.aOffset, ldb: inF, beta: 1, c: dx, ldc: inF)
