@@ -36,8 +36,9 @@ public final class LoRAAdapters {
     public let count: Int
     public let alpha: Double
     public let dropout: Float
-    public let parameters: UnsafeMutablePointer<Float>
-    public let gradients: UnsafeMutablePointer<Float>
+    private let parameterStorage: Buffer, gradientStorage: Buffer
+    public var parameters: UnsafeMutablePointer<Float> { parameterStorage.pointer }
+    public var gradients: UnsafeMutablePointer<Float> { gradientStorage.pointer }
     /// Selects the dropout masks of the next forward and backward (set per micro-batch).
     public var dropoutKey: UInt64 = 0
     /// Dropout applies only while training: false, and every forward uses x itself.
@@ -67,15 +68,8 @@ public final class LoRAAdapters {
         self.alpha = alpha
         self.dropout = dropout
         count = offset
-        parameters = .allocate(capacity: max(offset, 1))
-        parameters.initialize(repeating: 0, count: max(offset, 1))
-        gradients = .allocate(capacity: max(offset, 1))
-        gradients.initialize(repeating: 0, count: max(offset, 1))
-    }
-
-    deinit {
-        parameters.deallocate()
-        gradients.deallocate()
+        parameterStorage = Buffer(count: offset)
+        gradientStorage = Buffer(count: offset)
     }
 
     public func adapter(layer l: Int, _ p: Projection) -> Adapter? {

@@ -1,4 +1,5 @@
 import Foundation
+import LlamaModel
 
 /// The learning-rate schedules of transformers (`get_scheduler`), as multipliers of the base rate
 /// at optimizer step k (0-based, the rate step k uses) of n, after w warm-up steps:
@@ -35,20 +36,14 @@ public final class AdamW {
     /// Steps taken (t of the last step).
     public internal(set) var steps = 0
     /// First and second moments.
-    public let m: UnsafeMutablePointer<Float>
-    public let v: UnsafeMutablePointer<Float>
+    private let first: Buffer, second: Buffer
+    public var m: UnsafeMutablePointer<Float> { first.pointer }
+    public var v: UnsafeMutablePointer<Float> { second.pointer }
 
     public init(count: Int) {
         self.count = count
-        m = .allocate(capacity: max(count, 1))
-        m.initialize(repeating: 0, count: max(count, 1))
-        v = .allocate(capacity: max(count, 1))
-        v.initialize(repeating: 0, count: max(count, 1))
-    }
-
-    deinit {
-        m.deallocate()
-        v.deallocate()
+        first = Buffer(count: count)
+        second = Buffer(count: count)
     }
 
     /// Restores the state a checkpoint kept.
