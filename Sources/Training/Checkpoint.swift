@@ -161,7 +161,7 @@ public enum PEFTAdapters {
             ("base_model_name_or_path", baseModel.map { .string($0) } ?? .null),
             ("r", .number("\(rank)")),
             ("lora_alpha", .number(jsonNumber(options.alpha))),
-            ("lora_dropout", .number(jsonNumber(Double(options.dropout)))),
+            ("lora_dropout", .number(options.dropout == options.dropout.rounded() ? "\(Int(options.dropout))" : "\(options.dropout)")),  // float32 shortest: 0.05
             ("target_modules", .array(targets.map { .string($0.shortName) })),
             ("bias", .string("none")),
             ("fan_in_fan_out", .bool(false)),
