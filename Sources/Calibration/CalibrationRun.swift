@@ -61,6 +61,22 @@ public func parseShard(_ text: String) throws -> (index: Int, count: Int) {
     return (i, n)
 }
 
+/// Refuses, before anything is drawn or allocated, windows whose hidden states ([samples × length,
+/// C] float32, the part of one shard) would not fit in this machine's memory.
+func checkMemory(_ request: CalibrationRequest, hidden C: Int) throws {
+    let shards = request.shard?.count ?? 1
+    let (tokens, overflow) = request.samples.multipliedReportingOverflow(by: request.length)
+    let perShard = overflow ? Double.infinity : Double(tokens) / Double(shards)
+    let bytes = perShard * Double(C) * 4
+    let memory = Double(ProcessInfo.processInfo.physicalMemory)
+    guard bytes <= memory * 0.8 else {
+        func size(_ b: Double) -> String {
+            b.isInfinite ? "more than 2⁶³ bytes" : b >= 1e12 ? String(format: "%.0f TB", b / 1e12) : String(format: "%.1f GB", b / 1e9)
+        }
+        throw CalibrationError("--samples \(request.samples) × --seqlen \(request.length) need \(size(bytes)) of hidden states ([tokens, \(C)] float32\(shards > 1 ? " for one of \(shards) shards" : "")); this machine has \(size(memory)): draw fewer windows or split them with --shard", kind: .usage)
+    }
+}
+
 extension Calibrator {
     /// Runs `request` on `model` and writes the statistics to `output`; `metadata` holds the
     /// tool's standard keys (also given to the windows file). `note` receives remarks on the
@@ -77,6 +93,7 @@ extension Calibrator {
         if case .tokens = request.source {} else if request.length > model.config.maxPositionEmbeddings {
             throw CalibrationError("--seqlen \(request.length) exceeds the model's context of \(model.config.maxPositionEmbeddings) tokens", kind: .usage)
         }
+        if case .tokens = request.source {} else { try checkMemory(request, hidden: model.config.hiddenSize) }
         let tokenizer = try model.tokenizerJSON.map { try Tokenizer(json: Data($0.utf8)) }
         let windows = try CalibrationWindows.draw(request.source, tokenizer: tokenizer, samples: request.samples,
                                                   length: request.length, seed: request.seed,

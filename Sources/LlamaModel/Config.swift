@@ -116,16 +116,39 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         try c.encodeIfPresent(eosTokenID, forKey: .eosTokenID)
     }
 
+    /// The largest sizes a configuration may give (well beyond every published LLaMA-family
+    /// model: LLaMA-3.1-405B has 126 layers, hidden 16384, MLP 53248, vocabulary 128256), checked
+    /// before anything is allocated from them, so that no product of them overflows.
+    public enum Limits {
+        public static let layers = 1024
+        public static let hiddenSize = 1 << 17
+        public static let heads = 1024
+        public static let headDim = 1024
+        public static let ffnWidth = 1 << 20
+        public static let vocabSize = 1 << 22
+        public static let positions = 1 << 24
+
+        /// A layer count read from a file, checked before per-layer arrays are made from it.
+        public static func checkLayers(_ L: Int, key: String) throws {
+            guard L > 0 && L <= layers else { throw ConfigError("\(key) must be in 1…\(layers), got \(L)") }
+        }
+    }
+
     /// Checks every size; a configuration that passes can be walked without bounds surprises.
     public func validate() throws {
         func check(_ ok: Bool, _ message: @autoclosure () -> String) throws {
             if !ok { throw ConfigError(message()) }
         }
-        try check(hiddenSize > 0, "hidden_size must be positive, got \(hiddenSize)")
-        try check(numLayers > 0, "num_hidden_layers must be positive, got \(numLayers)")
-        try check(headDim > 0 && headDim % 2 == 0,
-                  "head_dim must be positive and even, got \(headDim)")
-        try check(vocabSize > 0, "vocab_size must be positive, got \(vocabSize)")
+        try check(hiddenSize > 0 && hiddenSize <= Limits.hiddenSize,
+                  "hidden_size must be in 1…\(Limits.hiddenSize), got \(hiddenSize)")
+        try Limits.checkLayers(numLayers, key: "num_hidden_layers")
+        try check(headDim > 0 && headDim % 2 == 0 && headDim <= Limits.headDim,
+                  "head_dim must be positive, even and at most \(Limits.headDim), got \(headDim)")
+        try check(vocabSize > 0 && vocabSize <= Limits.vocabSize,
+                  "vocab_size must be in 1…\(Limits.vocabSize), got \(vocabSize)")
+        for (key, id) in [("bos_token_id", bosTokenID), ("eos_token_id", eosTokenID)] {
+            if let id { try check(id >= 0 && id < vocabSize, "\(key) \(id) is outside the vocabulary (\(vocabSize))") }
+        }
         try check(headCounts.count == numLayers,
                   "head_counts has \(headCounts.count) entries for \(numLayers) layers")
         try check(kvHeadCounts.count == numLayers,
@@ -136,6 +159,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
             let h = headCounts[l], kv = kvHeadCounts[l]
             try check(h >= 0 && kv >= 0 && ffnWidths[l] >= 0,
                       "layer \(l) has a negative size (heads \(h), KV heads \(kv), MLP \(ffnWidths[l]))")
+            try check(h <= Limits.heads && ffnWidths[l] <= Limits.ffnWidth,
+                      "layer \(l) has \(h) heads or an MLP of \(ffnWidths[l]) (at most \(Limits.heads) and \(Limits.ffnWidth))")
             try check((h == 0) == (kv == 0), "layer \(l) has \(h) heads but \(kv) KV heads")
             try check(kv == 0 || h % kv == 0,
                       "layer \(l): \(h) heads are not a multiple of \(kv) KV heads")
@@ -152,7 +177,8 @@ public struct LlamaConfig: Codable, Equatable, Sendable {
         }
         try check(rmsNormEps > 0 && rmsNormEps.isFinite, "rms_norm_eps must be positive")
         try check(ropeTheta > 0 && ropeTheta.isFinite, "rope_theta must be positive")
-        try check(maxPositionEmbeddings > 0, "max_position_embeddings must be positive")
+        try check(maxPositionEmbeddings > 0 && maxPositionEmbeddings <= Limits.positions,
+                  "max_position_embeddings must be in 1…\(Limits.positions), got \(maxPositionEmbeddings)")
     }
 
     /// True when every layer has the same widths (a model stock transformers can hold).

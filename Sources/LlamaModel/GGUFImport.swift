@@ -107,6 +107,9 @@ extension Model {
         }
         let C = try require("embedding_length")
         let L = try require("block_count")
+        do { try LlamaConfig.Limits.checkLayers(L, key: "\(arch).block_count") } catch let e as ConfigError {
+            throw TensorIOError.badData("\(path): \(e.message)")
+        }
         /// A per-layer size: a scalar (uniform) or an array of L entries (deci).
         func perLayer(_ key: String, default fallback: [Int]? = nil) throws -> [Int] {
             if let a = value(key)?.ints {

@@ -63,6 +63,7 @@ struct HuggingFaceConfig: Decodable {
             throw ConfigError("num_attention_heads must be positive, got \(numAttentionHeads)")
         }
         let L = numHiddenLayers
+        try LlamaConfig.Limits.checkLayers(L, key: "num_hidden_layers")
         return try LlamaConfig(
             architecture: "llama", hiddenSize: hiddenSize, numLayers: L,
             headDim: headDim ?? hiddenSize / numAttentionHeads,

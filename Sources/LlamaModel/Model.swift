@@ -45,6 +45,8 @@ public final class Model {
             throw TensorIOError.missing("\(path): no such file or directory")
         }
         if isDirectory.boolValue { return try openHuggingFaceDirectory(path) }
+        // A pipe or device is read once, as a stream (sniffing it first would consume its start).
+        if !isRegularFile(path) { return try openModelFile(path, stream: true) }
         if try isGGUFFile(path: path) { return try openGGUF(path) }
         return try openModelFile(path)
     }

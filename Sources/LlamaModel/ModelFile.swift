@@ -38,7 +38,12 @@ final class ModelStreamStore: TensorStore {
                     try convertToFloat(raw, dtype: entry.dtype, into: $0)
                 }
             }
-            if entry.name == name { return values }
+            if entry.name == name {
+                // The last tensor: read on to the end now, so that a stream missing its end (a
+                // truncated zstd frame, a bad checksum) fails here rather than pass unnoticed.
+                if entry.name == reader.header.entries.last?.name { _ = try reader.next() }
+                return values
+            }
             pending[entry.name] = values
         }
         throw TensorIOError.badData(
@@ -47,13 +52,13 @@ final class ModelStreamStore: TensorStore {
 }
 
 extension Model {
-    static func openModelFile(_ path: String) throws -> Model {
+    static func openModelFile(_ path: String, stream: Bool = false) throws -> Model {
         let metadata: [String: String]
         let store: TensorStore
-        if path == "-" {
+        if path == "-" || stream {
             let reader = try TensorStreamReader(path: path)
             metadata = reader.header.metadata
-            store = ModelStreamStore(reader: reader, path: "<stdin>")
+            store = ModelStreamStore(reader: reader, path: path == "-" ? "<stdin>" : path)
         } else {
             let file = try TensorFile(path: path)
             metadata = file.metadata

@@ -245,6 +245,12 @@ func temporaryDirectoryPath() -> String {
 
 /// Whether the file at `path` begins with the GGUF magic "GGUF" (a file too short to hold it
 /// does not); a file that cannot be opened is an error naming it.
+/// Whether `path` names a regular file (not a pipe, socket or device), following links.
+public func isRegularFile(_ path: String) -> Bool {
+    var st = stat()
+    return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+}
+
 public func isGGUFFile(path: String) throws -> Bool {
     let source = try openForReading(path)
     var head = [UInt8](repeating: 0, count: 4)

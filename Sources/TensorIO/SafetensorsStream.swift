@@ -29,6 +29,9 @@ public final class TensorStreamReader {
         var head = [UInt8](repeating: 0, count: 4)
         let got = try head.withUnsafeMutableBytes { try raw.readFully(into: $0) }
         head.removeLast(4 - got)
+        if head == Array("GGUF".utf8) {
+            throw TensorIOError.badData("\(name): a GGUF file is read with seeks: give it as a regular file, not a pipe or standard input")
+        }
         let chained = ChainedSource(prefix: head, rest: raw)
         let source: ByteSource = head == zstdMagic
             ? try ZstdSource(source: chained, name: name) : chained

@@ -36,7 +36,12 @@ public func runTool(
             group.leave()
         }
     }
-    if let stdin { inPipe.fileHandleForWriting.write(stdin) }
+    if let stdin {
+        // A tool may refuse its input before reading all of it: a broken pipe is then an error
+        // of the write (ignored), not a signal that ends the test process.
+        signal(SIGPIPE, SIG_IGN)
+        try? inPipe.fileHandleForWriting.write(contentsOf: stdin)
+    }
     try? inPipe.fileHandleForWriting.close()
     process.waitUntilExit()
     group.wait()

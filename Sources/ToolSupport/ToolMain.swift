@@ -72,8 +72,8 @@ public struct CommonOptions: ParsableArguments {
     public init() {}
 
     public func validate() throws {
-        if let t = threads, t < 1 {
-            throw ValidationError("--threads must be at least 1")
+        if let t = threads, t < 1 || t > 1024 {
+            throw ValidationError("--threads must be in 1…1024")
         }
     }
 }

@@ -1,0 +1,104 @@
+import Foundation
+import LlamaModel
+import TensorIO
+import TestSupport
+import XCTest
+
+/// Issue 18's hostile inputs through the binaries: each gives one line on stderr naming the
+/// problem, its documented exit code, and writes nothing.
+final class HardeningTests: XCTestCase {
+    let tiny = Fixtures.url("model/tiny_uniform.safetensors").path
+
+    func expectRefusal(_ tool: String, _ arguments: [String], status: Int32, message: String, output: String?,
+                       stdin: Data? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
+        let r = try runTool(tool, arguments, stdin: stdin)
+        XCTAssertEqual(r.status, status, r.stderr, file: file, line: line)
+        XCTAssertTrue(r.stderr.contains(message), r.stderr, file: file, line: line)
+        if status != 64 { XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr, file: file, line: line) }
+        if let output { XCTAssertFalse(FileManager.default.fileExists(atPath: output), "\(output) written", file: file, line: line) }
+    }
+
+    /// Counts read from a file are bounded before anything is allocated from them.
+    func testAbsurdLayerCountsAndTokenIDs() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        // A GGUF claiming 2³² − 1 blocks.
+        let gguf = path("blocks.gguf")
+        let writer = try GGUFWriter(path: gguf, metadata: [
+            ("general.architecture", .string("llama")), ("llama.block_count", .uint32(4_294_967_295)),
+            ("llama.embedding_length", .uint32(64)), ("llama.attention.head_count", .uint32(4)),
+            ("llama.feed_forward_length", .uint32(128)), ("llama.context_length", .uint32(128)),
+        ], tensors: [.init(name: "token_embd.weight", shape: [100, 64], type: .F32)])
+        try writer.complete { try writer.write("token_embd.weight", [Float](repeating: 0, count: 6400)) }
+        try expectRefusal("convert", [gguf, "-o", path("a.st")], status: 65,
+                          message: "blocks.gguf: llama.block_count must be in 1…1024, got 4294967295", output: path("a.st"))
+        // A Hugging Face config with as many layers, and one whose bos_token_id is outside the vocabulary.
+        for (name, key, value, message) in [
+            ("layers", "num_hidden_layers", "4294967295", "num_hidden_layers must be in 1…1024, got 4294967295"),
+            ("bos", "bos_token_id", "4294967295", "bos_token_id 4294967295 is outside the vocabulary (100)"),
+        ] {
+            let hf = dir.appendingPathComponent(name)
+            try FileManager.default.createDirectory(at: hf, withIntermediateDirectories: true)
+            var config: [String: Any] = ["model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+                                         "num_hidden_layers": 2, "num_attention_heads": 4, "rms_norm_eps": 1e-5,
+                                         "vocab_size": 100]
+            config[key] = Int(value)!
+            try JSONSerialization.data(withJSONObject: config).write(to: hf.appendingPathComponent("config.json"))
+            try expectRefusal("convert", [hf.path, "-o", path("\(name).st")], status: 65, message: message,
+                              output: path("\(name).st"))
+        }
+        try expectRefusal("evaluate", ["--model", tiny, "--ppl", "wikitext2", "--threads", "3000000000"], status: 64,
+                          message: "--threads must be in 1…1024", output: nil)
+    }
+
+    /// Windows whose hidden states cannot fit in memory are refused before anything is drawn.
+    func testCalibrationWindowsBeyondMemory() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let out = dir.appendingPathComponent("s.st").path
+        let text = Fixtures.data("wikitext-2-raw/wiki.test.raw").path
+        try expectRefusal("calibrate", ["--model", tiny, "--text", text, "--samples", "9223372036854775807", "--seqlen", "2",
+                                        "-o", out], status: 64,
+                          message: "--samples 9223372036854775807 × --seqlen 2 need more than 2⁶³ bytes of hidden states",
+                          output: out)
+        try expectRefusal("calibrate", ["--model", tiny, "--text", text, "--samples", "1000000000000", "--seqlen", "64",
+                                        "-o", out], status: 64,
+                          message: "--samples 1000000000000 × --seqlen 64 need 16384 TB of hidden states", output: out)
+    }
+
+    /// A model given as a named pipe is read once as a stream (a GGUF refused: it needs seeks);
+    /// a stream missing the last bytes of its zstd frame is refused, not accepted at the last tensor.
+    func testPipesAndTruncatedStreams() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try writeTokenWindows(path("w.st"), N: 4, T: 16, vocabulary: 97, seed: 1)
+        let direct = try runTool("evaluate", ["--model", tiny, "--tokens", path("w.st"), "--json", "--quiet"])
+        XCTAssertEqual(direct.status, 0, direct.stderr)
+        let compressed = path("m.st.zst")
+        let c = try runTool("convert", [tiny, "-o", compressed, "--quiet"])
+        XCTAssertEqual(c.status, 0, c.stderr)
+        let fifo = path("fifo")
+        XCTAssertEqual(mkfifo(fifo, 0o600), 0)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: compressed))
+        let feeder = Thread { try? bytes.write(to: URL(fileURLWithPath: fifo)) }
+        feeder.start()
+        let piped = try runTool("evaluate", ["--model", fifo, "--tokens", path("w.st"), "--json", "--quiet"])
+        XCTAssertEqual(piped.status, 0, piped.stderr)
+        func nll(_ r: ToolResult) throws -> Double? {
+            (try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["nll"] as? Double
+        }
+        XCTAssertEqual(try nll(piped), try nll(direct))
+        XCTAssertNotNil(try nll(direct))
+        for cut in 1...3 {
+            try expectRefusal("evaluate", ["--model", "-", "--tokens", path("w.st"), "--json", "--quiet"], status: 65,
+                              message: "<stdin>: truncated zstd frame", output: nil, stdin: bytes.dropLast(cut))
+        }
+        var corrupt = bytes
+        corrupt[corrupt.count - 1] ^= 0xFF  // the checksum's last byte
+        try expectRefusal("evaluate", ["--model", "-", "--tokens", path("w.st"), "--json", "--quiet"], status: 65,
+                          message: "<stdin>: zstd checksum mismatch", output: nil, stdin: corrupt)
+        let gguf = Fixtures.data("tokenizers/ggml-vocab-gpt-2.gguf").path
+        try expectRefusal("evaluate", ["--model", "-", "--tokens", path("w.st")], status: 65,
+                          message: "<stdin>: a GGUF file is read with seeks", output: nil,
+                          stdin: try Data(contentsOf: URL(fileURLWithPath: gguf)))
+    }
+}
