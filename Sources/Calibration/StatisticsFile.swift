@@ -85,7 +85,11 @@ public final class StatisticsFile: StatisticsSource {
         guard file.header.entry(name) != nil else {
             throw StatisticsFileError("\(path): \(name) is missing (statistics of another model or a shard?)")
         }
-        return try file.doubles(name)
+        let values = try file.doubles(name)
+        if let i = values.firstIndex(where: { !$0.isFinite }) {
+            throw StatisticsFileError("\(path): \(name) holds \(values[i]) at element \(i) (layer \(l))")
+        }
+        return values
     }
 
     /// A point's field of `width` channels (the width the model says it has).
@@ -103,6 +107,7 @@ public final class StatisticsFile: StatisticsSource {
         guard file.header.entry(name) != nil, let n = try file.integers(name).first else {
             throw StatisticsFileError("\(path): \(name) is missing")
         }
+        guard n > 0 else { throw StatisticsFileError("\(path): \(name) is \(n): layer \(l) saw no tokens") }
         return n
     }
 
@@ -138,7 +143,11 @@ public final class StatisticsFile: StatisticsSource {
     public func block(_ l: Int, _ field: BlockField) throws -> [Double] {
         let name = StatNames.block(l, field)
         guard file.header.entry(name) != nil else { throw StatisticsFileError("\(path): \(name) is missing") }
-        return try file.doubles(name)
+        let values = try file.doubles(name)
+        if let bad = values.first(where: { !$0.isFinite }) {
+            throw StatisticsFileError("\(path): \(name) holds \(bad) (layer \(l))")
+        }
+        return values
     }
 
     public func blockCount(_ l: Int) throws -> [Int] {

@@ -114,6 +114,9 @@ public func jsonlTexts(_ path: String) throws -> [String] {
     for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
         lineNumber += 1
         if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
+        guard String(validating: line, as: UTF8.self) != nil else {
+            throw DatasetError(.badData, "\(path):\(lineNumber): the line is not valid UTF-8")
+        }
         let text: String?
         do {
             text = try line.withUnsafeBytes { try JSONLine.stringField($0, "text") }

@@ -69,6 +69,9 @@ public func evaluatePerplexity(
     let total = sums.reduce(0, +)
     let predicted = windows.count * (T - 1)
     let mean = total / Double(max(predicted, 1))
+    if let w = sums.firstIndex(where: { !$0.isFinite }) {
+        throw DatasetError(.badData, "\(runner.model.path): the loss of window \(w) is \(sums[w]) (NaN or infinite weights or activations)")
+    }
     return PerplexityReport(
         dataset: dataset, seqlen: T, windows: windows.count,
         tokensEvaluated: windows.count * T, predictedPositions: predicted,

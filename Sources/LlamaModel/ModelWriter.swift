@@ -63,7 +63,11 @@ extension Model {
             tokenizerJSON: tokenizerJSON, metadata: meta)
         try writer.complete {
             for (i, name) in names.enumerated() {
-                try writer.write(name, try floats(name))
+                let values = try floats(name)
+                if let j = values.firstIndex(where: { !$0.isFinite }) {
+                    throw TensorIOError.badData("\(self.path): \(name) holds \(values[j]) at element \(j)")
+                }
+                try writer.write(name, values)
                 progress?(i + 1, names.count)
             }
         }

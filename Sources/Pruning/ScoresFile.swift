@@ -61,6 +61,7 @@ public struct ScoresFile {
             guard file.header.entry(angularName) != nil, let a = try file.doubles(angularName).first else {
                 throw ScoresFileError("\(path): \(angularName) is missing")
             }
+            guard a.isFinite && a >= 0 else { throw ScoresFileError("\(path): layer \(l) has a block angular sum \(a)") }
             angular.append(a)
         }
     }

@@ -27,12 +27,26 @@ public struct AllocationArguments: ParsableArguments {
     @Option(name: .long, help: "Attention units to remove for UL-MM and AL-MM (FLAP's remove_heads).")
     public var removeHeads: Int = 0
 
+    @Flag(name: .long, help: "Write the plan even when it removes less than half the ratio asked, or more than 5 points over it (--min-keep, --round or the units' granularity).")
+    public var allowRatioMiss = false
+
     public init() {}
 
     public func validate() throws {
         if let ratio, !(ratio >= 0 && ratio < 1) { throw ValidationError("--ratio must be in [0, 1)") }
         if let round, round < 1 { throw ValidationError("--round must be at least 1") }
         if minKeep < 0 || removeHeads < 0 { throw ValidationError("--min-keep and --remove-heads must not be negative") }
+        if let round, round > 1 << 24 { throw ValidationError("--round must be at most 16777216") }
+        if minKeep > 1 << 24 { throw ValidationError("--min-keep must be at most 16777216") }
+    }
+
+    /// Refuses a plan that removes less than half the fraction asked or more than 5 points over it
+    /// (what --min-keep, --round or coarse units can do), unless --allow-ratio-miss.
+    public func checkAchieved(_ achieved: Double) throws {
+        guard let ratio, !allowRatioMiss else { return }
+        if achieved < ratio / 2 || achieved > ratio + 0.05 {
+            throw UsageError(String(format: "the plan removes %.4f of the decoder-layer parameters for %.4f asked (--min-keep, --round or the units' size); --allow-ratio-miss writes it anyway", achieved, ratio))
+        }
     }
 
     /// Any option that has no default was given.

@@ -39,6 +39,7 @@ struct Allocate: ParsableCommand {
 
     func validate() throws {
         guard budget.ratio != nil else { throw ValidationError("--ratio is required") }
+        guard angularA.isFinite else { throw ValidationError("--angular-a must be a finite number") }
         guard (budget.structure == nil) != (blocks == nil) else {
             throw ValidationError("give exactly one of --structure and --blocks")
         }
@@ -54,6 +55,14 @@ struct Allocate: ParsableCommand {
                 minKeep: budget.minKeep, removeHeads: budget.removeHeads,
                 hasAttentionScores: file.hasAttention, layerCount: file.config.numLayers)
             var (plan, planFile) = try Allocation.plan(file, options: options)
+            try budget.checkAchieved(plan.achieved)
+            if let plot {  // before the plan is written: an unwritable chart leaves nothing behind
+                let folder = (plot as NSString).deletingLastPathComponent
+                var isDirectory: ObjCBool = false
+                guard folder.isEmpty || (FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory) && isDirectory.boolValue) else {
+                    throw UsageError("--plot \(plot): no such directory \(folder)")
+                }
+            }
             planFile.metadata.merge(standardMetadata(tool: "allocate")) { $1 }
             try planFile.write(to: output.output)
             if let plot { try writeText(PlanPlot.svg(plan, shapes: file.shapes), to: plot) }

@@ -101,4 +101,89 @@ final class HardeningTests: XCTestCase {
                           message: "<stdin>: a GGUF file is read with seeks", output: nil,
                           stdin: try Data(contentsOf: URL(fileURLWithPath: gguf)))
     }
+
+    /// A copy of tensor file `source` with `change` applied to its tensors (as F64/F32/I64 arrays).
+    func rewrite(_ source: String, to path: String, _ change: (String, inout [Double]) -> Void) throws {
+        let file = try TensorFile(path: source)
+        let writer = try TensorFileWriter(path: path, entries: file.header.entries, metadata: file.metadata)
+        try writer.complete {
+            for e in file.header.entries {
+                switch e.dtype {
+                case .F64:
+                    var v = try file.doubles(e.name)
+                    change(e.name, &v)
+                    try writer.write(e.name, doubles: v)
+                case .F32:
+                    var v = try file.floats(e.name).map(Double.init)
+                    change(e.name, &v)
+                    try writer.write(e.name, floats: v.map(Float.init))
+                case .I64:
+                    var v = try file.integers(e.name).map(Double.init)
+                    change(e.name, &v)
+                    try writer.write(e.name, integers: v.map { Int($0) })
+                default:
+                    try file.withBytes(e.name) { try writer.write(e.name, bytes: $0) }
+                }
+            }
+        }
+    }
+
+    /// NaN or empty statistics, NaN weights, plans that miss their ratio, unreadable text: refused.
+    func testSemanticChecks() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try writeTokenWindows(path("w.st"), N: 6, T: 16, vocabulary: 97, seed: 2)
+        func ok(_ tool: String, _ args: [String]) throws {
+            let r = try runTool(tool, args + ["--quiet"])
+            XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+        }
+        try ok("calibrate", ["--model", tiny, "--tokens", path("w.st"), "-o", path("stats.st")])
+        try ok("score", ["--model", tiny, "--stats", path("stats.st"), "--metric", "flap", "-o", path("scores.st")])
+        try ok("allocate", ["--scores", path("scores.st"), "--ratio", "0.2", "--structure", "UL-UM", "-o", path("plan.st")])
+        try ok("slice", ["--model", tiny, "--plan", path("plan.st"), "-o", path("sliced.st")])
+        try rewrite(path("stats.st"), to: path("nan.st")) { name, v in
+            if name == "model.layers.1.mlp.down_proj.input.sum" { v[3] = .nan }
+        }
+        try rewrite(path("stats.st"), to: path("empty.st")) { name, v in
+            if name == "model.layers.0.mlp.down_proj.input.count" { v = v.map { _ in 0 } }
+        }
+        try rewrite(path("stats.st"), to: path("angular.st")) { name, v in
+            if name == "model.layers.0.block.angular_sum" { v[0] = .nan }
+        }
+        let restore = ["--model", path("sliced.st"), "--dense", tiny, "--plan", path("plan.st"), "--method", "bias", "--quiet"]
+        try expectRefusal("restore", restore + ["--stats", path("nan.st"), "-o", path("r1.st")], status: 65,
+                          message: "nan.st: model.layers.1.mlp.down_proj.input.sum holds nan at element 3 (layer 1)",
+                          output: path("r1.st"))
+        try expectRefusal("restore", restore + ["--stats", path("empty.st"), "-o", path("r2.st")], status: 65,
+                          message: "empty.st: model.layers.0.mlp.down_proj.input.count is 0: layer 0 saw no tokens",
+                          output: path("r2.st"))
+        try expectRefusal("score", ["--model", tiny, "--stats", path("angular.st"), "--metric", "cfsp", "--quiet", "-o", path("s1.st")],
+                          status: 65, message: "angular.st: model.layers.0.block.angular_sum holds nan (layer 0)",
+                          output: path("s1.st"))
+        let allocate = ["--scores", path("scores.st"), "--structure", "UL-UM"]
+        try expectRefusal("allocate", allocate + ["--ratio", "0.5", "--min-keep", "100000", "-o", path("p1.st")], status: 64,
+                          message: "the plan removes 0.0000 of the decoder-layer parameters for 0.5000 asked", output: path("p1.st"))
+        try ok("allocate", allocate + ["--ratio", "0.5", "--min-keep", "100000", "--allow-ratio-miss", "-o", path("p2.st")])
+        try expectRefusal("allocate", allocate + ["--ratio", "0.2", "--round", "1000000000", "-o", path("p3.st")], status: 64,
+                          message: "--round must be at most 16777216", output: path("p3.st"))
+        try expectRefusal("allocate", ["--scores", path("scores.st"), "--ratio", "0.2", "--blocks", "angular", "--prune", "mlp",
+                                       "--angular-a", "nan", "-o", path("p4.st")], status: 64,
+                          message: "--angular-a must be a finite number", output: path("p4.st"))
+        try expectRefusal("allocate", allocate + ["--ratio", "0.2", "--plot", path("no/such/plan.svg"), "-o", path("p5.st")],
+                          status: 64, message: "--plot \(path("no/such/plan.svg")): no such directory", output: path("p5.st"))
+        // NaN weights: refused by convert (named) and by evaluate (the loss), instead of an encoding error.
+        try rewrite(tiny, to: path("nanmodel.st")) { name, v in
+            if name == "model.layers.1.mlp.up_proj.weight" { v[131] = .nan }
+        }
+        try expectRefusal("convert", [path("nanmodel.st"), "-o", path("c.st"), "--quiet"], status: 65,
+                          message: "nanmodel.st: model.layers.1.mlp.up_proj.weight holds nan at element 131", output: path("c.st"))
+        try expectRefusal("evaluate", ["--model", path("nanmodel.st"), "--tokens", path("w.st"), "--json", "--quiet"],
+                          status: 65, message: "nanmodel.st: the loss of window 0 is nan", output: nil)
+        // Invalid UTF-8 in JSONL is refused as in plain text, not turned into U+FFFD.
+        try Data("{\"text\": \"good\"}\n{\"text\": \"bad \u{1}".utf8 + [0xFF, 0xFE] + Data("\"}\n".utf8))
+            .write(to: URL(fileURLWithPath: path("bad.jsonl")))
+        try expectRefusal("calibrate", ["--model", tiny, "--jsonl", path("bad.jsonl"), "--samples", "1", "--seqlen", "4",
+                                        "-o", path("c2.st")], status: 65, message: "bad.jsonl:2: the line is not valid UTF-8",
+                          output: path("c2.st"))
+    }
 }
