@@ -19,6 +19,9 @@ struct HuggingFaceConfig: Decodable {
     var vocabSize: Int
     var bosTokenID: Int?
     var eosTokenID: Int?
+    /// The attention span when it is a sliding window (Mistral's `sliding_window`, Qwen2's when
+    /// `use_sliding_window`): not implemented, so the context is capped to it (see `llamaConfig`).
+    var slidingWindow: Int?
 
     enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
@@ -34,6 +37,9 @@ struct HuggingFaceConfig: Decodable {
         case vocabSize = "vocab_size"
         case bosTokenID = "bos_token_id"
         case eosTokenID = "eos_token_id"
+        case slidingWindow = "sliding_window"
+        case useSlidingWindow = "use_sliding_window"
+        case hiddenAct = "hidden_act"
     }
 
     init(from decoder: Decoder) throws {
@@ -56,6 +62,16 @@ struct HuggingFaceConfig: Decodable {
         bosTokenID = try c.decodeIfPresent(Int.self, forKey: .bosTokenID)
         // LLaMA-3.1 lists several end tokens; the first is the one a generator stops at.
         eosTokenID = try c.decodeIfPresent(OneOrMany.self, forKey: .eosTokenID)?.first
+        if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
+            throw ConfigError("hidden_act '\(act)' is not supported (silu)")
+        }
+        let window = try c.decodeIfPresent(Int.self, forKey: .slidingWindow)
+        // LLaMA has no such key; Mistral applies it whenever set; Qwen2 only with use_sliding_window.
+        let applies = modelType == "qwen2" ? (try c.decodeIfPresent(Bool.self, forKey: .useSlidingWindow) ?? false) : true
+        if let window, applies {
+            guard window > 0 else { throw ConfigError("sliding_window must be positive, got \(window)") }
+            slidingWindow = window
+        }
     }
 
     func llamaConfig() throws -> LlamaConfig {
@@ -71,7 +87,10 @@ struct HuggingFaceConfig: Decodable {
             kvHeadCounts: Array(repeating: numKeyValueHeads ?? numAttentionHeads, count: max(L, 0)),
             ffnWidths: Array(repeating: intermediateSize, count: max(L, 0)),
             vocabSize: vocabSize, rmsNormEps: rmsNormEps, ropeTheta: rope.theta,
-            ropeScaling: rope.scaling, maxPositionEmbeddings: maxPositionEmbeddings ?? 2048,
+            ropeScaling: rope.scaling,
+            // Within a sliding window of W tokens, sliding-window attention is full causal attention:
+            // the context is capped to W, so that every longer run is refused rather than computed wrongly.
+            maxPositionEmbeddings: min(maxPositionEmbeddings ?? 2048, slidingWindow ?? Int.max),
             // transformers' default differs: LLaMA/Mistral untied, Qwen2 tied.
             tieWordEmbeddings: tieWordEmbeddings ?? (modelType == "qwen2"),
             bosTokenID: bosTokenID, eosTokenID: eosTokenID)

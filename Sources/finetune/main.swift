@@ -137,6 +137,10 @@ struct Finetune: ParsableCommand {
                     ?? TrainingData.text(text!, tokenizer: tokenizer, length: seqlen)
             }
             var examples = data.examples
+            let longest = examples.map(\.tokens.count).max() ?? 0
+            guard longest <= model.config.maxPositionEmbeddings else {
+                throw UsageError("examples of \(longest) tokens exceed the model's context of \(model.config.maxPositionEmbeddings) tokens")
+            }
             var heldOut: [TrainingExample] = []
             if evalEvery != nil {
                 guard examples.count > evalExamples else {

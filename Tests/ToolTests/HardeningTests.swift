@@ -186,4 +186,46 @@ final class HardeningTests: XCTestCase {
                                         "-o", path("c2.st")], status: 65, message: "bad.jsonl:2: the line is not valid UTF-8",
                           output: path("c2.st"))
     }
+
+    /// Configuration keys that change the computation are honoured or refused: a sliding window
+    /// caps the context (within it, sliding-window attention is causal attention), an activation
+    /// other than SiLU is refused.
+    func testSlidingWindowAndActivation() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let source = try Model.open(tiny)
+        func hf(_ name: String, _ extra: [String: Any]) throws -> String {
+            let d = dir.appendingPathComponent(name)
+            let c = source.config
+            let e = try runTool("convert", [tiny, "--to", "hf", "-o", d.path, "--quiet"])
+            XCTAssertEqual(e.status, 0, e.stderr)
+            let url = d.appendingPathComponent("config.json")
+            var config = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+            for (k, v) in extra { config[k] = v }
+            XCTAssertEqual(config["num_hidden_layers"] as? Int, c.numLayers)
+            try JSONSerialization.data(withJSONObject: config).write(to: url)
+            return d.path
+        }
+        let mistral = try hf("mistral", ["model_type": "mistral", "sliding_window": 16])
+        try writeTokenWindows(path("w16.st"), N: 2, T: 16, vocabulary: 97, seed: 5)
+        try writeTokenWindows(path("w17.st"), N: 2, T: 17, vocabulary: 97, seed: 5)
+        let within = try runTool("evaluate", ["--model", mistral, "--tokens", path("w16.st"), "--json", "--quiet"])
+        XCTAssertEqual(within.status, 0, within.stderr)
+        let full = try runTool("evaluate", ["--model", tiny, "--tokens", path("w16.st"), "--json", "--quiet"])
+        XCTAssertEqual(within.stdout.count > 0, true)
+        func nll(_ r: ToolResult) throws -> Double? {
+            (try JSONSerialization.jsonObject(with: r.stdout) as? [String: Any])?["nll"] as? Double
+        }
+        XCTAssertEqual(try nll(within), try nll(full))
+        try expectRefusal("evaluate", ["--model", mistral, "--tokens", path("w17.st"), "--json", "--quiet"], status: 64,
+                          message: "windows of 17 tokens exceed the model's context of 16", output: nil)
+        // Qwen2 applies its window only with use_sliding_window.
+        let qwenOff = try hf("qwen-off", ["model_type": "qwen2", "sliding_window": 16, "use_sliding_window": false,
+                                          "tie_word_embeddings": source.config.tieWordEmbeddings])
+        let off = try runTool("evaluate", ["--model", qwenOff, "--tokens", path("w17.st"), "--json", "--quiet"])
+        XCTAssertEqual(off.status, 0, off.stderr)
+        let gelu = try hf("gelu", ["hidden_act": "gelu"])
+        try expectRefusal("convert", [gelu, "-o", path("g.st"), "--quiet"], status: 65,
+                          message: "hidden_act 'gelu' is not supported (silu)", output: path("g.st"))
+    }
 }
