@@ -80,6 +80,19 @@ private func currentUmask() -> mode_t {
     return m
 }
 
+/// Removes `.BASE.tmp-PID-XXXXXX` files in `folder` whose writer PID no longer runs: what a
+/// writer killed by SIGKILL (which no handler sees) left behind. Temporaries of live processes,
+/// including another run writing the same output now, are left alone.
+func removeStaleTemporaries(folder: String, base: String) {
+    let prefix = ".\(base).tmp-"
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+    for name in names where name.hasPrefix(prefix) {
+        let rest = name.dropFirst(prefix.count)
+        guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0 else { continue }
+        if kill(pid, 0) != 0 && errno == ESRCH { unlink("\(folder)/\(name)") }
+    }
+}
+
 /// A file being written: standard output, or a temporary beside the target until `commit()`.
 final class OutputFile {
     let fd: Int32
@@ -110,7 +123,10 @@ final class OutputFile {
             if (st.st_mode & S_IFMT) == S_IFDIR { throw TensorIOError.io("\(path): is a directory") }
             mode = st.st_mode & 0o7777
         }
-        var template = Array("\(dir.isEmpty ? "/" : dir)/.\(base).tmp-XXXXXX".utf8CString)
+        let folder = dir.isEmpty ? "/" : dir
+        removeStaleTemporaries(folder: folder, base: base)
+        // The writer's process id in the name: a later run can tell a killed writer's leftover.
+        var template = Array("\(folder)/.\(base).tmp-\(getpid())-XXXXXX".utf8CString)
         let f = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         guard f >= 0 else {
             let reason = errno == ENOENT ? "no such directory" : errnoText()

@@ -228,4 +228,23 @@ final class HardeningTests: XCTestCase {
         try expectRefusal("convert", [gelu, "-o", path("g.st"), "--quiet"], status: 65,
                           message: "hidden_act 'gelu' is not supported (silu)", output: path("g.st"))
     }
+
+    /// What a writer killed by SIGKILL leaves (`.NAME.tmp-PID-XXXXXX`) is removed by the next run
+    /// writing that output; a live process's temporary is not touched.
+    func testStaleTemporariesAreRemoved() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let stale = dir.appendingPathComponent(".m.st.tmp-\(gone.processIdentifier)-a1b2c3").path
+        let live = dir.appendingPathComponent(".m.st.tmp-\(getpid())-d4e5f6").path
+        let other = dir.appendingPathComponent(".n.st.tmp-\(gone.processIdentifier)-a1b2c3").path
+        for p in [stale, live, other] { XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data(count: 1024))) }
+        let r = try runTool("convert", [tiny, "-o", dir.appendingPathComponent("m.st").path, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: stale))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: live))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: other))  // another output's
+    }
 }
