@@ -45,12 +45,29 @@ extension Model {
         if !c.tieWordEmbeddings { names.append((TensorNames.head, [c.vocabSize, c.hiddenSize])) }
 
         let fm = FileManager.default
+        let existed = fm.fileExists(atPath: directory)
         do {
             try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
             throw TensorIOError.io("\(directory): cannot create directory: \(error.localizedDescription)")
         }
         let dir = URL(fileURLWithPath: directory)
+        let written = ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"]
+        do {
+            try writeHuggingFaceFiles(dir, names: names, weightType: weightType, attentionBias: attentionBias,
+                                      mlpBias: mlpBias, progress: progress)
+        } catch {
+            // A failed export (a full disk) leaves no partial directory: the files it wrote go, and
+            // the directory too when this export made it.
+            for name in written { try? fm.removeItem(at: dir.appendingPathComponent(name)) }
+            if !existed { try? fm.removeItem(atPath: directory) }
+            throw error
+        }
+    }
+
+    private func writeHuggingFaceFiles(_ dir: URL, names: [(name: String, shape: [Int])], weightType: WeightType,
+                                       attentionBias: Bool, mlpBias: Bool, progress: ((Int, Int) -> Void)?) throws {
+        let c = config
         let dtypeName: String
         switch weightType {
         case .f16: dtypeName = "float16"

@@ -247,4 +247,30 @@ final class HardeningTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: live))
         XCTAssertTrue(FileManager.default.fileExists(atPath: other))  // another output's
     }
+
+    /// A full disk (a 200 KB tmpfs, where the machine lets the tests mount one): one line, exit 74,
+    /// and no partial file or directory left.
+    func testFullDiskLeavesNothing() throws {
+        let dir = try Fixtures.temporaryDirectory().appendingPathComponent("small")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=200k", "tmpfs", dir.path]
+        mount.standardError = FileHandle.nullDevice
+        guard (try? mount.run()) != nil else { throw XCTSkip("no /bin/mount") }
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { throw XCTSkip("tmpfs cannot be mounted here (not privileged)") }
+        defer {
+            let umount = Process()
+            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            umount.arguments = [dir.path]
+            try? umount.run()
+            umount.waitUntilExit()
+        }
+        try expectRefusal("convert", [tiny, "--to", "hf", "-o", dir.appendingPathComponent("hf").path, "--quiet"],
+                          status: 74, message: "No space left on device", output: dir.appendingPathComponent("hf").path)
+        try expectRefusal("convert", [tiny, "-o", dir.appendingPathComponent("m.st").path, "--quiet"],
+                          status: 74, message: "No space left on device", output: dir.appendingPathComponent("m.st").path)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [])
+    }
 }
