@@ -60,11 +60,33 @@ public final class TensorFile {
             input = z
         }
         let spill = SpillBuffer(memoryLimit: memoryLimit, expectedSize: expected, name: source.name)
+        // The header says how long the file is: a stream that goes on far beyond that (a zstd bomb,
+        // a gigabyte of zeros after the last tensor) is refused without reading it all.
+        var prefix: [UInt8] = [], bound: Int?
         while true {
             let space = try spill.reserve(1 << 20)
             let n = try input.read(into: space)
             if n == 0 { break }
             try spill.commit(n)
+            if bound == nil {
+                prefix.append(contentsOf: UnsafeRawBufferPointer(rebasing: space[0..<n]))
+                if prefix.count >= 8 {
+                    let length = try checkedHeaderLength(prefix.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) },
+                                                         name: source.name)
+                    if prefix.count >= 8 + length {
+                        let header = try prefix.withUnsafeBytes {
+                            try SafetensorsHeader.parse(UnsafeRawBufferPointer(rebasing: $0[8..<(8 + length)]), source: source.name)
+                        }
+                        bound = 8 + length + header.dataLength
+                        prefix = []
+                    }
+                }
+            }
+            if let bound, spill.count > bound + (1 << 20) {
+                throw TensorIOError.badData(
+                    "\(source.name): more than \(spill.count - bound) trailing bytes after the last tensor (the tensors "
+                    + "need \(bound) bytes in all); not read further")
+            }
         }
         return try spill.finish()
     }

@@ -77,10 +77,10 @@ public final class TensorStreamReader {
 
     private func advance() throws -> (entry: TensorEntry, bytes: [UInt8])? {
         guard nextIndex < header.entries.count else {
-            let extra = try source.drain(limit: 1 << 30)
+            let extra = try source.drain(limit: 1 << 20)  // a bomb is refused after a megabyte, not read to its end
             guard extra == 0 else {
                 throw TensorIOError.badData(
-                    "\(name): \(extra >= 1 << 30 ? "more than \(extra)" : "\(extra)") trailing "
+                    "\(name): \(extra >= 1 << 20 ? "at least \(extra)" : "\(extra)") trailing "
                     + "bytes after the last tensor (the tensors need \(header.dataLength) bytes "
                     + "after the header)")
             }

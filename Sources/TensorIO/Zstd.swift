@@ -156,9 +156,9 @@ final class ZstdSource: ByteSource {
             }
         }
         guard extra == 0 else {
-            let more = try source.drain(limit: 1 << 30)
+            let more = try source.drain(limit: 1 << 20)  // counted up to a megabyte, not read to its end
             throw TensorIOError.badData(
-                "\(name): \(extra + more) bytes of trailing data after the end of the zstd frame "
+                "\(name): \(more >= 1 << 20 ? "at least " : "")\(extra + more) bytes of trailing data after the end of the zstd frame "
                 + "(a tensor file is exactly one frame)")
         }
     }

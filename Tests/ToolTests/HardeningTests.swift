@@ -273,4 +273,28 @@ final class HardeningTests: XCTestCase {
                           status: 74, message: "No space left on device", output: dir.appendingPathComponent("m.st").path)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: dir.path), [])
     }
+
+    /// A small file that decompresses to a gigabyte (zeros after the last tensor) is refused once
+    /// it runs past what its header announces, file or stream, without being read to its end.
+    func testDecompressionBomb() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try writeTokenWindows(path("w.st"), N: 2, T: 16, vocabulary: 97, seed: 5)
+        let bomb = path("bomb.st.zst")
+        let zstd = Process()
+        zstd.executableURL = URL(fileURLWithPath: "/bin/sh")
+        zstd.arguments = ["-c", "(cat \"$0\"; head -c 1073741824 /dev/zero) | zstd -q -3 -o \"$1\"", tiny, bomb]
+        try zstd.run()
+        zstd.waitUntilExit()
+        guard zstd.terminationStatus == 0 else { throw XCTSkip("no zstd command") }
+        XCTAssertLessThan(try FileManager.default.attributesOfItem(atPath: bomb)[.size] as! Int, 1 << 20)
+        let start = Date()
+        try expectRefusal("evaluate", ["--model", bomb, "--tokens", path("w.st"), "--json", "--quiet"], status: 65,
+                          message: "trailing bytes after the last tensor (the tensors need 304224 bytes in all); not read further",
+                          output: nil)
+        try expectRefusal("evaluate", ["--model", "-", "--tokens", path("w.st"), "--json", "--quiet"], status: 65,
+                          message: "<stdin>: at least 1048576 trailing bytes after the last tensor", output: nil,
+                          stdin: try Data(contentsOf: URL(fileURLWithPath: bomb)))
+        XCTAssertLessThan(Date().timeIntervalSince(start), 2, "the gigabyte was read")
+    }
 }
