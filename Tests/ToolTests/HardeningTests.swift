@@ -150,6 +150,20 @@ final class HardeningTests: XCTestCase {
         try rewrite(path("stats.st"), to: path("angular.st")) { name, v in
             if name == "model.layers.0.block.angular_sum" { v[0] = .nan }
         }
+        // Statistics one channel narrower than the model: refused by the width check, not read past the end.
+        let narrowFile = try TensorFile(path: path("stats.st"))
+        let narrowEntries = narrowFile.header.entries.map { e -> TensorEntry in
+            e.name == "model.layers.0.mlp.down_proj.input.fluctuation" ? TensorEntry(name: e.name, dtype: e.dtype, shape: [e.shape[0] - 1]) : e
+        }
+        let narrowWriter = try TensorFileWriter(path: path("narrow.st"), entries: narrowEntries, metadata: narrowFile.metadata)
+        try narrowWriter.complete {
+            for e in narrowEntries {
+                try narrowFile.withBytes(e.name) { try narrowWriter.write(e.name, bytes: UnsafeRawBufferPointer(rebasing: $0[0..<e.byteCount])) }
+            }
+        }
+        try expectRefusal("score", ["--model", tiny, "--stats", path("narrow.st"), "--metric", "flap", "--quiet", "-o", path("s0.st")],
+                          status: 65, message: "narrow.st: layer 0 statistics at down_proj have 95 channels, the model 96",
+                          output: path("s0.st"))
         let restore = ["--model", path("sliced.st"), "--dense", tiny, "--plan", path("plan.st"), "--method", "bias", "--quiet"]
         try expectRefusal("restore", restore + ["--stats", path("nan.st"), "-o", path("r1.st")], status: 65,
                           message: "nan.st: model.layers.1.mlp.down_proj.input.sum holds nan at element 3 (layer 1)",
