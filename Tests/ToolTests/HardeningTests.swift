@@ -311,4 +311,40 @@ final class HardeningTests: XCTestCase {
                           stdin: try Data(contentsOf: URL(fileURLWithPath: bomb)))
         XCTAssertLessThan(Date().timeIntervalSince(start), 2, "the gigabyte was read")
     }
+
+    /// Every stage run twice with the same inputs, seed and thread count writes the same bytes
+    /// (the same command line each time, so that the recorded arguments agree too).
+    func testEveryStageIsDeterministic() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        try writeTokenWindows(path("w.st"), N: 8, T: 16, vocabulary: 97, seed: 4)
+        let fm = FileManager.default
+        func twice(_ tool: String, _ args: [String], _ name: String) throws {
+            let files = name == "hf" ? ["/model.safetensors", "/config.json"] : [""]
+            var first: [Data] = []
+            for run in 0..<2 {
+                let r = try runTool(tool, args + ["-o", path(name), "--threads", "2", "--quiet"])
+                XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+                let bytes = try files.map { try Data(contentsOf: URL(fileURLWithPath: path(name) + $0)) }
+                if run == 0 {
+                    first = bytes
+                    if name == "hf" { try fm.removeItem(atPath: path(name)) }
+                } else {
+                    XCTAssertEqual(bytes, first, "\(tool) → \(name)")
+                }
+            }
+        }
+        try twice("convert", [tiny], "model.st.zst")
+        try twice("calibrate", ["--model", path("model.st.zst"), "--tokens", path("w.st"), "--gram", "o_proj,down_proj"], "stats.st")
+        try twice("calibrate", ["--model", path("model.st.zst"), "--tokens", path("w.st"), "--gradients", "first"], "grads.st")
+        try twice("score", ["--model", path("model.st.zst"), "--stats", path("stats.st"), "--metric", "fasp"], "scores.st")
+        try twice("allocate", ["--scores", path("scores.st"), "--ratio", "0.3", "--structure", "UL-UM", "--attention-unit", "vo"],
+                  "plan.st")
+        try twice("slice", ["--model", path("model.st.zst"), "--plan", path("plan.st")], "sliced.st")
+        try twice("restore", ["--model", path("sliced.st"), "--dense", path("model.st.zst"), "--stats", path("stats.st"),
+                              "--plan", path("plan.st"), "--method", "lsq"], "restored.st")
+        try twice("finetune", ["--model", path("restored.st"), "--tokens", path("w.st"), "--steps", "3", "--batch", "4",
+                               "--micro-batch", "2", "--lr", "0.01"], "tuned.st")
+        try twice("convert", [path("tuned.st"), "--to", "hf", "--pad-values"], "hf")
+    }
 }
