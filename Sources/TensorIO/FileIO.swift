@@ -98,6 +98,11 @@ func openForReading(_ path: String) throws -> FileDescriptorSource {
         if errno == ENOENT { throw TensorIOError.missing("\(path): no such file") }
         throw TensorIOError.io("\(path): cannot open: \(errnoText())")
     }
+    var st = stat()
+    if fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+        close(fd)
+        throw TensorIOError.missing("\(path): is a directory, not a file")
+    }
     return FileDescriptorSource(fd: fd, name: path, owns: true)
 }
 
