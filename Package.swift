@@ -27,6 +27,7 @@ let package = Package(
         .executable(name: "slice", targets: ["slice"]),
         .executable(name: "restore", targets: ["restore"]),
         .executable(name: "finetune", targets: ["finetune"]),
+        .executable(name: "prunekit-fuzz", targets: ["prunekit-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
@@ -63,6 +64,9 @@ let package = Package(
         .executableTarget(name: "restore", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Pruning"],
                           swiftSettings: fast),
         .executableTarget(name: "finetune", dependencies: ["ToolSupport", "LlamaModel", "Calibration", "Training"], swiftSettings: fast),
+        .executableTarget(name: "prunekit-fuzz", dependencies: ["TensorIO", "Tokenization", "LlamaModel", "Evaluation", "Calibration", "Pruning",
+                                                            "Training"],
+                          path: "Tests/Fuzz/Sources", swiftSettings: cpu),
         .executableTarget(name: "prunekit-bench", dependencies: ["Kernels", "TensorIO", "LlamaModel", "Evaluation"],
                           path: "bench/Sources/prunekit-bench", swiftSettings: fast),
         .executableTarget(name: "tokenize", dependencies: ["ToolSupport", "Tokenization"], swiftSettings: fast),

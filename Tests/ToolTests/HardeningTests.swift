@@ -347,4 +347,20 @@ final class HardeningTests: XCTestCase {
                                "--micro-batch", "2", "--lr", "0.01"], "tuned.st")
         try twice("convert", [path("tuned.st"), "--to", "hf", "--pad-values"], "hf")
     }
+
+    /// The fuzz targets' seed corpora (Tests/Fuzz/Corpus: valid and handcrafted files, and every input a
+    /// fuzzing run found crashing) replayed through the same targets: each ends in a value or an error.
+    func testFuzzCorpusReplays() throws {
+        let corpus = Fixtures.packageRoot.appendingPathComponent("Tests/Fuzz/Corpus")
+        let targets = try FileManager.default.contentsOfDirectory(atPath: corpus.path).sorted()
+        XCTAssertEqual(targets.count, 9)
+        for target in targets {
+            let folder = corpus.appendingPathComponent(target)
+            let files = try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted()
+                .map { folder.appendingPathComponent($0).path }
+            let r = try runTool("prunekit-fuzz", [target] + files)
+            XCTAssertEqual(r.status, 0, "\(target): \(r.stderr)")
+            XCTAssertTrue(r.stdoutText.contains("\(files.count) inputs, no crash"), r.stdoutText)
+        }
+    }
 }
