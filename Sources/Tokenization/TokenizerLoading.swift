@@ -194,13 +194,22 @@ extension Tokenizer {
         for (i, t) in types.enumerated() where i < tokens.count && (t == 3 || t == 4) {
             added.append((tokens[i], Int32(i), t == 3))
         }
-        let bos = meta["tokenizer.ggml.bos_token_id"]?.int.map { Int32($0) }
-        let eos = meta["tokenizer.ggml.eos_token_id"]?.int.map { Int32($0) }
+        let bos = try Tokenizer.tokenID(meta, "tokenizer.ggml.bos_token_id", vocabulary: tokens.count)
+        let eos = try Tokenizer.tokenID(meta, "tokenizer.ggml.eos_token_id", vocabulary: tokens.count)
         let addsBOS = meta["tokenizer.ggml.add_bos_token"]?.bool ?? false
         // As llama.cpp: LLaMA-3 ignores merges for whole-vocabulary pieces; Qwen2's Hugging Face
         // tokenizer normalises to NFC.
         try self.init(tokens: tokens, merges: merges, added: added, pre: pre, bos: bos, eos: eos,
                       addsBOS: addsBOS, ignoreMerges: pre == .llama3, normalizesNFC: pre == .qwen2)
+    }
+
+    /// The token id a GGUF key states, which must lie in the vocabulary (nil when absent).
+    private static func tokenID(_ meta: [String: GGUFValue], _ key: String, vocabulary count: Int) throws -> Int32? {
+        guard let v = meta[key] else { return nil }
+        guard let i = v.int, i >= 0, i < count else {
+            throw TokenizerError("GGUF \(key) is not a token id of the vocabulary")
+        }
+        return Int32(i)
     }
 
     /// From GGUF metadata of `tokenizer.ggml.model` "llama" (SentencePiece BPE with byte
@@ -222,13 +231,7 @@ extension Tokenizer {
         for (i, t) in types.enumerated() where t == 2 || t == 3 || t == 4 {
             added.append((tokens[i], Int32(i), t != 4))
         }
-        func id(_ key: String) throws -> Int32? {
-            guard let v = meta[key] else { return nil }
-            guard let i = v.int, i >= 0, i < tokens.count else {
-                throw TokenizerError("GGUF \(key) is not a token id of the vocabulary")
-            }
-            return Int32(i)
-        }
+        func id(_ key: String) throws -> Int32? { try Tokenizer.tokenID(meta, key, vocabulary: tokens.count) }
         let unknown = try id("tokenizer.ggml.unknown_token_id") ?? types.firstIndex(of: 2).map { Int32($0) }
         let prefix: SpacePrefix = (meta["tokenizer.ggml.add_space_prefix"]?.bool ?? true) ? .always : .never
         let spm = SentencePieceModel(tokens: tokens, byteFallback: true, unknown: unknown, prefix: prefix)
