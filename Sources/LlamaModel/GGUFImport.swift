@@ -147,7 +147,10 @@ extension Model {
                                   permutesQK: arch != "qwen2")
         var tokenizerJSON: String? = nil
         if meta["tokenizer.ggml.model"] != nil {
-            let tokenizer = try Tokenizer(gguf: meta)
+            let tokenizer: Tokenizer
+            do { tokenizer = try Tokenizer(gguf: meta) } catch let e as TokenizerError {
+                throw TensorIOError.badData("\(path): the tokenizer: \(e.message)")
+            }
             tokenizerJSON = String(decoding: try tokenizer.tokenizerJSON(), as: UTF8.self)
         }
         return try Model(config: config, tokenizerJSON: tokenizerJSON, store: store, path: path)

@@ -172,7 +172,9 @@ extension Model {
         guard let json = tokenizerJSON else {
             throw TensorIOError.badData("\(path): the model has no tokenizer\(purpose.isEmpty ? "" : " " + purpose)")
         }
-        return try Tokenizer(json: Data(json.utf8))
+        do { return try Tokenizer(json: Data(json.utf8)) } catch let e as TokenizerError {
+            throw TensorIOError.badData("\(path): the tokenizer: \(e.message)")
+        }
     }
 }
 
