@@ -49,7 +49,15 @@ final class ConfigTests: XCTestCase {
         XCTAssertEqual(message(with("kv_head_counts", [3, 2])),
                        "layer 0: 4 heads are not a multiple of 3 KV heads")
         XCTAssertEqual(message(with("kv_head_counts", [0, 2])), "layer 0 has 4 heads but 0 KV heads")
-        XCTAssertEqual(message(with("head_dim", 7)), "head_dim must be positive and even, got 7")
+        XCTAssertEqual(message(with("head_dim", 7)), "head_dim must be positive, even and at most 1024, got 7")
+        XCTAssertEqual(message(with("num_hidden_layers", 4_294_967_295)), "num_hidden_layers must be in 1…1024, got 4294967295")
+        XCTAssertEqual(message(with("hidden_size", 1 << 20)), "hidden_size must be in 1…131072, got 1048576")
+        XCTAssertEqual(message(with("vocab_size", 1 << 30)), "vocab_size must be in 1…4194304, got 1073741824")
+        XCTAssertEqual(message(with("ffn_widths", [16, 1 << 21])),
+                       "layer 1 has 4 heads or an MLP of 2097152 (at most 1024 and 1048576)")
+        XCTAssertEqual(message(with("eos_token_id", 10)), "eos_token_id 10 is outside the vocabulary (10)")
+        XCTAssertEqual(message(with("max_position_embeddings", 1 << 30)),
+                       "max_position_embeddings must be in 1…16777216, got 1073741824")
         XCTAssertEqual(message(with("ffn_widths", [-1, 16])),
                        "layer 0 has a negative size (heads 4, KV heads 2, MLP -1)")
         XCTAssertEqual(message(with("vocab_size", nil)),
