@@ -284,9 +284,10 @@ extension Runner {
                                     dx: dx.pointer, dweight: dweight.baseAddress!, T: R, C: C)
                 }
             } else {
-                let unused = Buffer(count: C)
+                // A frozen norm: its weight gradient goes to the layers' scratch and is dropped.
+                ws.gradients.normWeight.reserve(C)
                 rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
-                                dx: dx.pointer, dweight: unused.pointer, T: R, C: C)
+                                dx: dx.pointer, dweight: ws.gradients.normWeight.pointer, T: R, C: C)
             }
         }
 
