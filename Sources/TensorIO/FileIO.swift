@@ -125,13 +125,30 @@ func writeAll(fd: Int32, _ bytes: UnsafeRawBufferPointer, name: String) throws {
 final class ByteRegion {
     let bytes: UnsafeRawBufferPointer
     private let unmap: () -> Void
+    /// A map of a file (not heap memory): its pages can be dropped and are read again on use.
+    private let mapped: Bool
 
-    init(bytes: UnsafeRawBufferPointer, release: @escaping () -> Void) {
+    init(bytes: UnsafeRawBufferPointer, mapped: Bool = false, release: @escaping () -> Void) {
         self.bytes = bytes
+        self.mapped = mapped
         self.unmap = release
     }
 
     deinit { unmap() }
+
+    /// Takes the whole pages inside `range` out of the process's resident memory (they stay in
+    /// the page cache; the next read maps them again). A tool that reads a 13 GB model tensor by
+    /// tensor would otherwise keep every page it touched resident until the map goes: its peak
+    /// RSS would be the file's size. No-op on heap memory, whose contents would be lost.
+    func dropPages(_ range: Range<Int>) {
+        guard mapped, let base = bytes.baseAddress, !range.isEmpty else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let address = Int(bitPattern: base) + range.lowerBound
+        let start = (address + page - 1) / page * page
+        let end = (Int(bitPattern: base) + range.upperBound) / page * page
+        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+        _ = madvise(p, end - start, MADV_DONTNEED)
+    }
 
     /// Maps `length` bytes of `fd` read-only (a zero-length file maps to an empty region).
     static func map(fd: Int32, length: Int, name: String) throws -> ByteRegion {
@@ -141,7 +158,7 @@ final class ByteRegion {
         }
         // Tensors are read front to back, mostly once.
         _ = madvise(p, length, MADV_SEQUENTIAL)
-        return ByteRegion(bytes: UnsafeRawBufferPointer(start: p, count: length)) {
+        return ByteRegion(bytes: UnsafeRawBufferPointer(start: p, count: length), mapped: true) {
             munmap(p, length)
         }
     }

@@ -229,6 +229,7 @@ public final class GGUFFile: @unchecked Sendable {
                 "\(path): tensor '\(t.name)' has type \(t.type.name), which PruneKit cannot dequantize")
         }
         try ggmlDequantize(type: t.type, rawBytes(t), into: out)
+        region.dropPages((dataStart + t.offset)..<(dataStart + t.offset + t.byteCount))
     }
 }
 

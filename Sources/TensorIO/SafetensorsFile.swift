@@ -96,6 +96,7 @@ public final class TensorFile {
     public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let (entry, start) = try locate(name)
         let slice = UnsafeRawBufferPointer(rebasing: region.bytes[start..<(start + entry.byteCount)])
+        defer { region.dropPages(start..<(start + entry.byteCount)) }
         return try withExtendedLifetime(region) { try body(slice) }
     }
 
