@@ -124,8 +124,9 @@ public struct Calibrator {
         let all = layout.entries(c)
         func entries(_ l: Int) -> [TensorEntry] { all.filter { $0.name.hasPrefix("model.layers.\(l).") } }
         func finish(_ stats: LayerStatistics) throws {
-            stats.gradient = gradients?.first.layers[stats.layer]
-            stats.gradientSquares = gradients?.second?.layers[stats.layer]
+            let sums = gradients?.layer(stats.layer)
+            stats.gradient = sums?.first
+            stats.gradientSquares = sums?.second
             try stats.write(to: writer, layout: layout)
             if let cache {
                 let w = try cache.statisticsWriter(stats.layer, entries: entries(stats.layer), settings: settings)

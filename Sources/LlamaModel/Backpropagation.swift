@@ -14,18 +14,7 @@ public struct ModelGradients {
     public init(zerosLike model: Model) {
         let c = model.config
         embedding = [Float](repeating: 0, count: c.vocabSize * c.hiddenSize)
-        // From the configuration's shapes (and which projections carry a bias): no weight is read.
-        layers = (0..<c.numLayers).map { l in
-            func zero(_ p: Projection) -> Linear {
-                let (rows, cols) = TensorNames.projectionShape(p, config: c, layer: l)
-                return Linear(weight: [Float](repeating: 0, count: rows * cols),
-                              bias: model.hasBias(l, p) ? [Float](repeating: 0, count: rows) : nil,
-                              outFeatures: rows, inFeatures: cols)
-            }
-            let norm = [Float](repeating: 0, count: c.hiddenSize)
-            return LayerWeights(inputNorm: norm, q: zero(.q), k: zero(.k), v: zero(.v), o: zero(.o),
-                                postAttentionNorm: norm, gate: zero(.gate), up: zero(.up), down: zero(.down))
-        }
+        layers = (0..<c.numLayers).map { LayerWeights(zerosLike: model, layer: $0) }
         finalNorm = [Float](repeating: 0, count: c.hiddenSize)
         head = c.tieWordEmbeddings ? nil : embedding
     }
@@ -83,6 +72,21 @@ extension LayerWeights {
         let none = Linear(weight: [], bias: nil, outFeatures: 0, inFeatures: 0)
         return LayerWeights(inputNorm: [], q: none, k: none, v: none, o: none, postAttentionNorm: [], gate: none,
                             up: none, down: none)
+    }
+
+    /// Zeros in the shapes of `model`'s layer `l`, from its configuration (and which projections
+    /// carry a bias): no weight is read.
+    public init(zerosLike model: Model, layer l: Int) {
+        let c = model.config
+        func zero(_ p: Projection) -> Linear {
+            let (rows, cols) = TensorNames.projectionShape(p, config: c, layer: l)
+            return Linear(weight: [Float](repeating: 0, count: rows * cols),
+                          bias: model.hasBias(l, p) ? [Float](repeating: 0, count: rows) : nil,
+                          outFeatures: rows, inFeatures: cols)
+        }
+        let norm = [Float](repeating: 0, count: c.hiddenSize)
+        self.init(inputNorm: norm, q: zero(.q), k: zero(.k), v: zero(.v), o: zero(.o),
+                  postAttentionNorm: norm, gate: zero(.gate), up: zero(.up), down: zero(.down))
     }
 }
 
@@ -143,6 +147,18 @@ extension Runner {
                           policy: policy, positionWeight: positionWeight)
     }
 
+    /// The loss of windows and the gradients of every decoder layer's weights, handed to `sink`
+    /// layer by layer (last to first) as the backward makes them: one layer's gradients in memory
+    /// at a time, where `lossAndGradients` holds the whole model's (a 7B model: 26 GB). The
+    /// embedding, the final norm and the head get none. Targets and weights as `lossAndGradients`.
+    public func lossAndLayerGradients(_ windows: [[Int32]], targets: [[Int32]]? = nil,
+                                      policy: ActivationPolicy = .recompute, positionWeight: Float? = nil,
+                                      sink: @escaping (Int, LayerWeights) throws -> Void) throws -> LossSum {
+        var none = ModelGradients.frozen
+        return try backpropagate(windows, targets: targets, gradients: &none, weightGradients: true, layerSink: sink,
+                                 adapters: nil, policy: policy, positionWeight: positionWeight)
+    }
+
     /// The loss of windows under `adapters` (LoRA on frozen weights) and its gradient with respect
     /// to the adapters only, added to `adapters.gradients`: no weight gradient is computed, so
     /// the backward is the input gradients' products alone. `targets[i][t]` is the token position
@@ -168,7 +184,7 @@ extension Runner {
         defer { if let training { adapters?.training = training } }
         let scratch = BlockScratch()
         for l in 0..<c.numLayers {
-            runBlock(try keptLayers?[l] ?? model.layer(l), x: x.pointer, rows: R, layout: .windows(length: T), config: c,
+            runBlock(try layerWeights(l), x: x.pointer, rows: R, layout: .windows(length: T), config: c,
                      layer: l, rotary: rotary, scratch: scratch, adapters: adapters)
         }
         var sum = 0.0
@@ -208,8 +224,11 @@ extension Runner {
     /// gradient into `gradients`) and `lossAndAdapterGradients` (frozen weights; `gradients` is
     /// not touched).
     private func backpropagate(_ windows: [[Int32]], targets: [[Int32]]?, gradients: inout ModelGradients,
-                               weightGradients: Bool, adapters: LoRAAdapters?, policy: ActivationPolicy,
+                               weightGradients: Bool, layerSink: ((Int, LayerWeights) throws -> Void)? = nil,
+                               adapters: LoRAAdapters?, policy: ActivationPolicy,
                                positionWeight: Float?) throws -> LossSum {
+        // Whether `gradients` receives every parameter's gradient (else: none, or the layers' to the sink).
+        let modelGradients = weightGradients && layerSink == nil
         let (T, tokens, targets, count) = try prepare(windows, targets: targets)
         let c = config, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
         let R = tokens.count
@@ -217,7 +236,7 @@ extension Runner {
         let x = try embed(tokens, embedding: embedding)
 
         // Forward, keeping each layer's input (recompute) or its recorded activations (keep).
-        func weights(_ l: Int) throws -> LayerWeights { try keptLayers?[l] ?? model.layer(l) }
+        func weights(_ l: Int) throws -> LayerWeights { try layerWeights(l) }
         let ws = backpropWorkspace ?? BackpropWorkspace()
         backpropWorkspace = ws
         for l in 0..<L {
@@ -266,7 +285,7 @@ extension Runner {
                                         dw: dHead, T: r, C: C, F: V)
                 }
             }
-            if !weightGradients {
+            if !modelGradients {
                 headGradient(nil)
             } else if gradients.head != nil {
                 gradients.head!.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
@@ -278,7 +297,7 @@ extension Runner {
         dx.reserve(R * C)
         dx.pointer.update(repeating: 0, count: R * C)
         norm.withUnsafeBufferPointer { weight in
-            if weightGradients {
+            if modelGradients {
                 gradients.finalNorm.withUnsafeMutableBufferPointer { dweight in
                     rmsNormBackward(dout: dnormed.pointer, x: x.pointer, weight: weight.baseAddress!, rstd: rstd.pointer,
                                     dx: dx.pointer, dweight: dweight.baseAddress!, T: R, C: C)
@@ -303,7 +322,13 @@ extension Runner {
             } else {
                 activations = ws.recorded[l]
             }
-            if weightGradients {
+            if let layerSink, weightGradients {
+                var layerGradient = LayerWeights(zerosLike: model, layer: l)
+                blockBackward(w, gradient: &layerGradient, adapters: adapters, dx: dx.pointer, rows: R,
+                              windowLength: T, config: c, layer: l, rotary: rotary, activations: activations,
+                              scratch: ws.gradients)
+                try layerSink(l, layerGradient)
+            } else if weightGradients {
                 blockBackward(w, gradient: &gradients.layers[l], adapters: adapters, dx: dx.pointer, rows: R,
                               windowLength: T, config: c, layer: l, rotary: rotary, activations: activations,
                               scratch: ws.gradients)
@@ -314,7 +339,7 @@ extension Runner {
                               scratch: ws.gradients)
             }
         }
-        guard weightGradients else { return LossSum(sum: lossSum, count: count) }
+        guard modelGradients else { return LossSum(sum: lossSum, count: count) }
 
         // x = E[tokens]: each row's gradient goes to its token's row of the embedding.
         gradients.embedding.withUnsafeMutableBufferPointer { de in

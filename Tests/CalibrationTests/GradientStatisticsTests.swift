@@ -28,11 +28,33 @@ final class GradientStatisticsTests: XCTestCase {
                         for squared in second ? [false, true] : [false] {
                             let tensor = StatNames.gradient(l, p, squared: squared)
                             let expected = try ref.doubles("exact." + tensor)
-                            let mine = (squared ? sums.second! : sums.first).layers[l].linear(p).weight
+                            let mine = (squared ? sums.layer(l).second! : sums.layer(l).first).linear(p).weight
                             let scale = expected.map(abs).max() ?? 0
                             assertAllClose(mine, expected, atol: 1e-5 * scale, rtol: 1e-4, "\(name) \(tensor) batch rows \(batchRows)")
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Sums too large for memory go to a temporary file (here: a limit of 0 bytes): the same values.
+    func testSumsOnDiskEqualSumsInMemory() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let refPath = Fixtures.url("taylor/tiny_uniform_taylor.safetensors").path
+        for second in [true, false] {
+            let calibrator = try Calibrator(model: model, windows: try windows(refPath),
+                                            gradients: GradientLayout(second: second, dtype: .F32), batchRows: 24)
+            let memory = try calibrator.gradientSums(second: second)
+            let disk = try calibrator.gradientSums(second: second, memoryLimit: 0)
+            XCTAssertFalse(memory.onDisk)
+            XCTAssertTrue(disk.onDisk)
+            XCTAssertEqual(disk.loss, memory.loss)
+            for l in 0..<model.config.numLayers {
+                let (a, b) = (memory.layer(l), disk.layer(l))
+                for p in Projection.allCases {
+                    XCTAssertEqual(a.first.linear(p).weight, b.first.linear(p).weight, "layer \(l) \(p)")
+                    XCTAssertEqual(a.second?.linear(p).weight, b.second?.linear(p).weight, "layer \(l) \(p) squared")
                 }
             }
         }
