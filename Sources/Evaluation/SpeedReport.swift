@@ -57,7 +57,6 @@ public struct SpeedReport: Codable, Sendable {
         let tokens = (0..<4096).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
         let runner = Runner(model: model, maxPositions: max(2048, 1024 + steps))
         try runner.keepLayers()
-        let layers = try runner.loadLayers()
         let embedding = try model.embedding()
         func prefill(_ T: Int) throws -> Double {
             guard T <= c.maxPositionEmbeddings else { return 0 }
@@ -70,9 +69,9 @@ public struct SpeedReport: Codable, Sendable {
         func decode(_ context: Int) throws -> Double {
             guard context + steps <= c.maxPositionEmbeddings else { return 0 }
             let cache = KVCache(config: c, capacity: context + steps)
-            _ = try runner.step((0..<context).map { tokens[$0 % tokens.count] }, cache: cache, layers: layers, embedding: embedding)
+            _ = try runner.step((0..<context).map { tokens[$0 % tokens.count] }, cache: cache, embedding: embedding)
             let start = Date()
-            for i in 0..<steps { _ = try runner.step([tokens[(context + i) % tokens.count]], cache: cache, layers: layers, embedding: embedding) }
+            for i in 0..<steps { _ = try runner.step([tokens[(context + i) % tokens.count]], cache: cache, embedding: embedding) }
             return Double(steps) / Date().timeIntervalSince(start)
         }
         return SpeedReport(

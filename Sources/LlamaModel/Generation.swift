@@ -48,14 +48,28 @@ extension Runner {
         try keptLayers ?? (0..<config.numLayers).map { try model.layer($0) }
     }
 
+    /// The bytes of the decoder layers' weights, the final norm and an untied head as F32.
+    public var keptBytes: Int {
+        var names = (0..<config.numLayers).flatMap { model.layerTensorNames($0) } + [TensorNames.finalNorm]
+        if !config.tieWordEmbeddings { names.append(TensorNames.head) }
+        return names.reduce(0) { $0 + 4 * (model.shape($1)?.reduce(1, *) ?? 0) }
+    }
+
     /// Keeps every layer's weights, the final norm and the head in memory for the passes that
     /// follow (`windowNLL`, `step` and the rest then read none of them from the model again: an
-    /// untied head read per token would be the whole head, dequantised, every token).
-    public func keepLayers() throws {
+    /// untied head read per token would be the whole head, dequantised, every token) — when
+    /// they fit in `keepLimit`; otherwise every pass reads them. Returns whether it kept them.
+    @discardableResult
+    public func keepLayers() throws -> Bool {
+        guard keptLayers != nil || keptBytes <= keepLimit else { return false }
         keptLayers = try loadLayers()
         keptFinalNorm = try model.finalNorm()
         keptHead = .some(try model.head())
+        return true
     }
+
+    /// Layer `l`'s weights: kept, or read from the model.
+    func layerWeights(_ l: Int) throws -> LayerWeights { try keptLayers?[l] ?? model.layer(l) }
 
     /// Runs with `layers` in place of the model's decoder layers (the same shapes: a model
     /// changed in memory, such as adapters merged into it).
@@ -67,8 +81,9 @@ extension Runner {
     }
 
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
-    /// weights, loaded once) and returns the logits of the last one, [V].
-    public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights], embedding: [Float]) throws -> [Float] {
+    /// weights, loaded once; nil: kept by `keepLayers`, or read from the model layer by layer) and
+    /// returns the logits of the last one, [V].
+    public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights]? = nil, embedding: [Float]) throws -> [Float] {
         let P = cache.length, n = tokens.count
         guard n > 0 else { throw RunnerError("nothing to run") }
         guard P + n <= min(cache.capacity, rotary.maxPositions) else {
@@ -77,7 +92,7 @@ extension Runner {
         let x = try embed(tokens, embedding: embedding)
         let scratch = BlockScratch()
         for l in 0..<config.numLayers {
-            runBlock(layers[l], x: x.pointer, rows: n, layout: .cached(start: P, keys: cache.keys[l].pointer, values: cache.values[l].pointer),
+            runBlock(try layers?[l] ?? layerWeights(l), x: x.pointer, rows: n, layout: .cached(start: P, keys: cache.keys[l].pointer, values: cache.values[l].pointer),
                      config: config, layer: l, rotary: rotary, scratch: scratch)
         }
         cache.advance(by: n)
@@ -101,18 +116,17 @@ extension Runner {
             throw RunnerError("the prompt (\(prompt.count) tokens) and \(count) new tokens exceed the \(rotary.maxPositions) positions the model holds")
         }
         try keepLayers()
-        let layers = try loadLayers()
         let embedding = try model.embedding()
         let cache = KVCache(config: config, capacity: needed)
         var rng = SplitMix64(seed: sampling.seed)
         var out: [Int32] = []
-        var logits = try step(prompt, cache: cache, layers: layers, embedding: embedding)
+        var logits = try step(prompt, cache: cache, embedding: embedding)
         while out.count < count {
             let next = choose(logits, sampling, &rng)
             out.append(next)
             onToken?(next)
             if next == stop || out.count == count { break }
-            logits = try step([next], cache: cache, layers: layers, embedding: embedding)
+            logits = try step([next], cache: cache, embedding: embedding)
         }
         return out
     }

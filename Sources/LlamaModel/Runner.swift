@@ -21,6 +21,11 @@ public final class Runner {
     public internal(set) var keptLayers: [LayerWeights]?
     var keptFinalNorm: [Float]?
     var keptHead: [Float]??
+    /// The most memory `keepLayers` spends on weights kept as F32 (default 2 GiB: a model of up to
+    /// about 500M parameters). A larger model's layers are read again from its file on every pass
+    /// instead — the page cache holds the file, the process one layer — so that a 7B model's tools
+    /// stay within a few GB (docs/DESIGN.md "Memory at scale").
+    public var keepLimit = 2 << 30
     /// What `lossAndGradients` keeps between calls.
     var backpropWorkspace: BackpropWorkspace?
 
@@ -67,7 +72,7 @@ public final class Runner {
                           layerDone: ((Int) throws -> Void)? = nil) throws {
         let scratch = BlockScratch()
         for l in layers {
-            try runLayer(try keptLayers?[l] ?? model.layer(l), config: config, layer: l, x: x, rows: rows, windowLength: T,
+            try runLayer(try layerWeights(l), config: config, layer: l, x: x, rows: rows, windowLength: T,
                          scratch: scratch, events: events.map { f in { try f(l, $0) } })
             try layerDone?(l)
         }

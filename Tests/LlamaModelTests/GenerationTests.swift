@@ -64,6 +64,21 @@ final class GenerationTests: XCTestCase {
         try checkCachedLogits(path, name: "narrowed values")
     }
 
+    /// A model too large to keep (`keepLimit`) is read layer by layer on every step: the same tokens.
+    func testGenerationReadingLayersEveryStepEqualsKeptLayers() throws {
+        let model = try Model.open(Fixtures.url("model/tiny_nonuniform.safetensors").path)
+        let kept = Runner(model: model, maxPositions: 32)
+        let streamed = Runner(model: model, maxPositions: 32)
+        streamed.keepLimit = kept.keptBytes - 1
+        XCTAssertTrue(try kept.keepLayers())
+        XCTAssertFalse(try streamed.keepLayers())
+        XCTAssertNil(streamed.keptLayers)
+        let prompt: [Int32] = [3, 1, 4, 1, 5]
+        let sampling = Sampling(temperature: 0.8, topP: 0.9, seed: 7)
+        XCTAssertEqual(try streamed.generate(prompt: prompt, count: 12, sampling: sampling),
+                       try kept.generate(prompt: prompt, count: 12, sampling: sampling))
+    }
+
     /// Greedy tokens equal transformers' `generate` on SmolLM2 (a near-tie, margin < 1e-3, may go
     /// either way and ends the comparison of that prompt).
     func testGreedyTokensEqualTransformers() throws {
