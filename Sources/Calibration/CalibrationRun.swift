@@ -117,6 +117,8 @@ extension Calibrator {
         var meta = calibrator.metadata(fingerprint: fingerprint, source: request.source, seed: request.seed)
             .merging(metadata) { $1 }
         if let pruner = request.pruner { meta["sequential"] = pruner.settings }
+        // Statistics of BF16-cached inputs are not the forward's: shards of both must not merge.
+        meta["layer_inputs"] = request.fromCache && request.cacheDType == .BF16 ? "bf16 cache" : "forward"
         let start = Date()
         // The gradient pass first: it may fail on the data (a NaN), and then nothing is written.
         let gradients = try request.gradients.map { try calibrator.gradientSums(second: $0.second, progress: gradientProgress) }

@@ -6,13 +6,16 @@ public enum StatisticsMerge {
     /// Metadata that must agree between shards.
     static let sameKeys = ["format", "fingerprint", "samples", "seqlen", "seed", "data_sha256", "windows_sha256",
                            "windows_mode", "gram", "gram_dtype", "shard_count", "batch_windows", "gradients", "grad_dtype",
-                           "gradient_loss"]
+                           "gradient_loss", "layer_inputs"]
 
     /// Adds the sums of `paths` (shard files) and writes the result: a complete statistics file
-    /// when the shards cover every window (per-window sums become FLAP's fluctuation), else a
-    /// shard file of the union. Sums are added in shard order, in float64 (a Gram stored as F32
-    /// is added in float64 and rounded once).
-    public static func merge(_ paths: [String], output: String, metadata extra: [String: String]) throws {
+    /// when the shards cover every window (per-window sums become FLAP's fluctuation); with
+    /// `partial`, a subset may be merged into a shard file of their union (else a missing shard is
+    /// refused, naming it). Sums are added in shard order, in float64 (a Gram stored as F32 is
+    /// added in float64 and rounded once). Returns the shards merged and the shard count.
+    @discardableResult
+    public static func merge(_ paths: [String], output: String, metadata extra: [String: String],
+                             partial: Bool = false) throws -> (shards: [Int], count: Int) {
         guard paths.count >= 1 else { throw CalibrationError("merge needs at least one statistics file", kind: .usage) }
         var files: [(path: String, file: TensorFile, shards: [Int])] = []
         for path in paths {
@@ -52,6 +55,11 @@ public enum StatisticsMerge {
             throw CalibrationError("shard indices \(seen.sorted()) are not all below the shard count \(count)")
         }
         let complete = seen.count == count
+        if !complete && !partial {
+            let missing = (0..<count).filter { !seen.contains($0) }
+            throw CalibrationError("shard\(missing.count == 1 ? "" : "s") \(missing.map(String.init).joined(separator: ", ")) of \(count) "
+                                   + "\(missing.count == 1 ? "is" : "are") missing (--partial merges a subset into a shard file)")
+        }
         let windowCounts = files.map { f in
             f.shards.map { Calibrator.shardRange($0, of: count, windows: samples, batchWindows: batchWindows).count }.reduce(0, +)
         }
@@ -156,5 +164,6 @@ public enum StatisticsMerge {
                 }
             }
         }
+        return (seen.sorted(), count)
     }
 }

@@ -122,7 +122,12 @@ final class CalibrationTests: XCTestCase {
             if n == 3 {
                 // 0 and 2 first (a shard file of their union), then with 1.
                 let partial = dir.appendingPathComponent("partial.st").path
-                try StatisticsMerge.merge([shards[2], shards[0]], output: partial, metadata: [:])
+                XCTAssertThrowsError(try StatisticsMerge.merge([shards[2], shards[0]], output: partial, metadata: [:])) {
+                    XCTAssertEqual(($0 as? CalibrationError)?.message,
+                                   "shard 1 of 3 is missing (--partial merges a subset into a shard file)")
+                }
+                XCTAssertFalse(FileManager.default.fileExists(atPath: partial))
+                try StatisticsMerge.merge([shards[2], shards[0]], output: partial, metadata: [:], partial: true)
                 XCTAssertEqual(try TensorFile(path: partial).metadata["shards"], "0,2")
                 let again = dir.appendingPathComponent("again.st").path
                 try StatisticsMerge.merge([partial, shards[1]], output: again, metadata: [:])

@@ -189,6 +189,30 @@ final class CalibrateToolTests: XCTestCase {
         r = try run(["--tokens", tokens, "--shard", "3/3", "-o", out])
         XCTAssertEqual(r.status, 64, r.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+
+        // A missing shard: refused unless --partial (a shard file of the union).
+        r = try runTool("calibrate", ["merge", shards[0], shards[2], "-o", out])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertEqual(r.stderr, "calibrate merge: shard 1 of 3 is missing (--partial merges a subset into a shard file)\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        r = try runTool("calibrate", ["merge", "--partial", shards[0], shards[2], "-o", out])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(r.stderr, "calibrate merge: 2 of 3 shards → a shard file of shards 0,2 in \(out)\n")
+        XCTAssertEqual(try TensorFile(path: out).metadata["shards"], "0,2")
+        try FileManager.default.removeItem(atPath: out)
+
+        // Shard 1 from BF16-cached inputs: other statistics than the forward's, not merged with them.
+        let cache = dir.appendingPathComponent("cache").path
+        let cached = dir.appendingPathComponent("cached1.st.zst").path
+        for extra in [[], ["--from-cache"]] {
+            r = try run(["--tokens", tokens, "--shard", "1/3", "--cache", cache, "--cache-dtype", "bf16", "-o", cached] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        r = try runTool("calibrate", ["merge", shards[0], cached, shards[2], "-o", out])
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertTrue(r.stderr.contains("differ in layer_inputs (bf16 cache vs forward)"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
     }
 
     /// Bad calibration inputs: one clear line, non-zero exit, no output.
