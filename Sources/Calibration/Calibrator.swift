@@ -43,7 +43,8 @@ public struct Calibrator {
             }
             range = Self.shardRange(shard.index, of: shard.count, windows: windows.count, batchWindows: batchWindows)
             guard !range.isEmpty else {
-                throw CalibrationError("shard \(shard.index)/\(shard.count) is empty: \(windows.count) windows make only \((windows.count + batchWindows - 1) / batchWindows) batches of \(batchWindows) to share", kind: .usage)
+                let batches = (windows.count + batchWindows - 1) / batchWindows
+                throw CalibrationError("shard \(shard.index)/\(shard.count) is empty: \(windows.count) windows make only \(batches) batch\(batches == 1 ? "" : "es") of \(batchWindows) to share among \(shard.count) shards", kind: .usage)
             }
         } else {
             range = 0..<windows.count
