@@ -123,7 +123,7 @@ public final class SequentialPruner: LayerPruner {
                 }
                 pruned.setLinear(projection, lin)
             }
-            reports.append(report)
+            reports.append(report.withoutWeights)
         }
         plans[l] = p
         config.headCounts[l] = p.keptHeads.count
