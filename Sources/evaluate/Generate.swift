@@ -48,7 +48,8 @@ extension Evaluate {
         print(tokenizer.decode(out.last == stop ? Array(out.dropLast()) : out))
         if !common.quiet {
             let prefill = (first ?? end).timeIntervalSince(start), decode = end.timeIntervalSince(first ?? end)
-            printError(String(format: "generate: prompt %d tokens in %.2f s (%.1f tokens/s); %d new tokens, %.1f tokens/s after the first",
+            // Three significant digits: a 7B model read from its file every token makes well under 1 token/s.
+            printError(String(format: "generate: prompt %d tokens in %.2f s (%.3g tokens/s); %d new tokens, %.3g tokens/s after the first",
                               ids.count, prefill, Double(ids.count) / max(prefill, 1e-9), out.count,
                               Double(max(out.count - 1, 0)) / max(decode, 1e-9)))
         }
