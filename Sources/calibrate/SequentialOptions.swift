@@ -53,6 +53,9 @@ struct SequentialOptions: ParsableArguments {
             prune: allocation.prune, layers: allocation.layers, round: allocation.round, minKeep: allocation.minKeep,
             removeHeads: allocation.removeHeads,
             hasAttentionScores: m.scoresAttention, layerCount: model.config.numLayers)
-        return SequentialPruner(model: model, recipe: try SequentialRecipe(metric: m, allocation: allocation, restore: method, damp: damp))
+        let pruner = SequentialPruner(model: model, recipe: try SequentialRecipe(metric: m, allocation: allocation, restore: method, damp: damp))
+        // As allocate refuses such a plan, before the run rather than after it.
+        try self.allocation.checkAchieved(try pruner.plannedFraction())
+        return pruner
     }
 }

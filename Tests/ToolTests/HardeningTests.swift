@@ -178,6 +178,11 @@ final class HardeningTests: XCTestCase {
         try expectRefusal("allocate", allocate + ["--ratio", "0.5", "--min-keep", "100000", "-o", path("p1.st")], status: 64,
                           message: "the plan removes 0.0000 of the decoder-layer parameters for 0.5000 asked", output: path("p1.st"))
         try ok("allocate", allocate + ["--ratio", "0.5", "--min-keep", "100000", "--allow-ratio-miss", "-o", path("p2.st")])
+        // The same miss in a sequential run: refused before the first layer runs.
+        try expectRefusal("calibrate", ["--model", tiny, "--tokens", path("w.st"), "--sequential", "--metric", "wanda-sp",
+                                        "--ratio", "0.5", "--structure", "UL-UM", "--min-keep", "100000", "--quiet", "-o", path("c3.st")],
+                          status: 64, message: "the plan removes 0.0000 of the decoder-layer parameters for 0.5000 asked",
+                          output: path("c3.st"))
         try expectRefusal("allocate", allocate + ["--ratio", "0.2", "--round", "1000000000", "-o", path("p3.st")], status: 64,
                           message: "--round must be at most 16777216", output: path("p3.st"))
         try expectRefusal("allocate", ["--scores", path("scores.st"), "--ratio", "0.2", "--blocks", "angular", "--prune", "mlp",
