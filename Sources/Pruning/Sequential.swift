@@ -100,12 +100,11 @@ public final class SequentialPruner: LayerPruner {
 
     /// The fraction of decoder-layer parameters the recipe will remove, known before any layer runs:
     /// UL-UM and UL-MM give every layer widths from the shapes alone (the scores choose which
-    /// units, not how many), so a plan on zero scores has the run's widths.
+    /// units, not how many), so a plan on stand-in scores (distinct, ascending) has the run's widths.
     public func plannedFraction() throws -> Double {
-        let attention: [[Double]?] = shapes.map {
-            recipe.metric.scoresAttention ? [Double](repeating: 0, count: $0.valueLayout.columnCount) : nil
-        }
-        return try Allocation.allocate(shapes: shapes, attention: attention, mlp: shapes.map { [Double](repeating: 0, count: $0.F) },
+        func ramp(_ n: Int) -> [Double] { (0..<n).map { Double($0 + 1) } }
+        let attention: [[Double]?] = shapes.map { recipe.metric.scoresAttention ? ramp($0.valueLayout.columnCount) : nil }
+        return try Allocation.allocate(shapes: shapes, attention: attention, mlp: shapes.map { ramp($0.F) },
                                        angular: [Double](repeating: 0, count: shapes.count), options: recipe.allocation).achieved
     }
 
