@@ -141,13 +141,8 @@ final class ByteRegion {
     /// tensor would otherwise keep every page it touched resident until the map goes: its peak
     /// RSS would be the file's size. No-op on heap memory, whose contents would be lost.
     func dropPages(_ range: Range<Int>) {
-        guard mapped, let base = bytes.baseAddress, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let address = Int(bitPattern: base) + range.lowerBound
-        let start = (address + page - 1) / page * page
-        let end = (Int(bitPattern: base) + range.upperBound) / page * page
-        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(p, end - start, MADV_DONTNEED)
+        guard mapped, let base = bytes.baseAddress else { return }
+        dropResidentPages(base, bytes: range)
     }
 
     /// Maps `length` bytes of `fd` read-only (a zero-length file maps to an empty region).
@@ -278,4 +273,16 @@ public func isGGUFFile(path: String) throws -> Bool {
     var head = [UInt8](repeating: 0, count: 4)
     let n = try head.withUnsafeMutableBytes { try source.readFully(into: $0) }
     return n == 4 && head == Array("GGUF".utf8)
+}
+
+
+/// `madvise(MADV_DONTNEED)` on the whole pages inside bytes `range` from `base` of a file map:
+/// they leave the process's resident memory, the file (and the page cache) keeps their data.
+func dropResidentPages(_ base: UnsafeRawPointer, bytes range: Range<Int>) {
+    guard !range.isEmpty else { return }
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    let start = (Int(bitPattern: base) + range.lowerBound + page - 1) / page * page
+    let end = (Int(bitPattern: base) + range.upperBound) / page * page
+    guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
+    _ = madvise(p, end - start, MADV_DONTNEED)
 }

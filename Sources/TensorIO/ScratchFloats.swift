@@ -15,7 +15,6 @@ public final class ScratchFloats {
     public let onDisk: Bool
     private let base: UnsafeMutablePointer<Float>
     private let byteCount: Int
-    private let page = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// `count` zeros; in memory up to `memoryLimit` bytes, else in a temporary file under
     /// `$TMPDIR` (refused with the size when the disk cannot hold it).
@@ -62,13 +61,8 @@ public final class ScratchFloats {
         return try body(UnsafeMutableBufferPointer(start: base + range.lowerBound, count: range.count))
     }
 
-    /// Drops the whole pages of `range` from the process (MADV_DONTNEED on a shared file map: the
-    /// data stays in the file).
+    /// Drops the pages of elements `range` from the process (the data stays in the file).
     private func release(_ range: Range<Int>) {
-        let address = Int(bitPattern: base) + range.lowerBound * 4
-        let start = (address + page - 1) / page * page
-        let end = (Int(bitPattern: base) + range.upperBound * 4) / page * page
-        guard end > start, let p = UnsafeMutableRawPointer(bitPattern: start) else { return }
-        _ = madvise(p, end - start, MADV_DONTNEED)
+        dropResidentPages(UnsafeRawPointer(base), bytes: (range.lowerBound * 4)..<(range.upperBound * 4))
     }
 }
