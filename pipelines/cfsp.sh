@@ -3,14 +3,28 @@
 # fine-grained activation score, per-block budgets from the angular distance between block input and
 # output (sigmoid, a = 1), kept widths rounded to multiples of 128 (cuda_friendly). With RECOVER=STEPS, CFSP's recovery:
 # LoRA whose ranks follow each block's angular importance (finetune --budget-by; RECOVER_BUDGET=uniform for the
-# ablation). Usage: see pipelines/common.sh.
+# ablation). One pass by default, as CFSP's prune_cfsp: every block is measured on the dense model's outputs.
+# SEQUENTIAL=1 keeps those budgets (the one-pass plan's widths, budgets.st.zst) and chooses each block's channels
+# on the outputs of the blocks before it as pruned (calibrate --sequential --widths; our extension, not the
+# paper's). Usage: see pipelines/common.sh.
 NAME=cfsp
+SEQUENTIAL_DEFAULT=0
 RECOVER_BUDGET_DEFAULT=importance
 run_pipeline() {
     calibrate_stats --samples 128 --seqlen 2048
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --blocks angular --prune mlp --round 128 \
         --plot "$out/plan.svg" -o "$out/plan.st.zst"
+    if [[ "$sequential" == 1 ]]; then
+        mv "$out/plan.st.zst" "$out/budgets.st.zst"
+        mv "$out/stats.st.zst" "$out/dense-stats.st.zst"
+        stats_inputs=("$out/budgets.st.zst")
+        calibrate_stats --samples 128 --seqlen 2048 \
+            --sequential --metric cfsp --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp
+        "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
+        "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp \
+            --plot "$out/plan.svg" -o "$out/plan.st.zst"
+    fi
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o "$out/pruned.st.zst"
 }
 source "$(dirname "$0")/common.sh"

@@ -86,8 +86,9 @@ print(json.loads(json.loads(f.read(n))['__metadata__']['config'])['num_hidden_la
     echo "$(( (4 * layers + 16) / 32 ))-$(( (30 * layers + 16) / 32 - 1 ))"
 }
 
+stats_inputs=()  # files an argument of calibrate_stats names (a --widths plan): their contents enter the cache key
 calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model is $out/dense.st, the data $calib)
-    cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
+    cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" "${stats_inputs[@]}" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
         /usr/bin/time -f %M -o "$out/calibrate.rss" \
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
@@ -158,14 +159,17 @@ PY
 
 "$bin/convert" "$model" -o "$out/dense.st" --quiet
 start=$(date +%s)
-rm -f "$out/calibrate.rss"
+rm -f "$out/calibrate.rss" "$out/dense-stats.st.zst" "$out/budgets.st.zst"
 run_pipeline
 prune_seconds=$(( $(date +%s) - start ))
 prune_rss="$(cat "$out/calibrate.rss" 2>/dev/null || true)"  # calibrate's peak resident KB (the largest stage)
 labels=(dense pruned)
 if [[ "$recover" != 0 ]]; then
     budget=()
-    [[ "$recover_budget" == importance ]] && budget=(--budget-by "$out/stats.st.zst")
+    # the dense model's block importance (a sequential CFSP run keeps it beside its own statistics)
+    budget_stats="$out/stats.st.zst"
+    [[ -f "$out/dense-stats.st.zst" ]] && budget_stats="$out/dense-stats.st.zst"
+    [[ "$recover_budget" == importance ]] && budget=(--budget-by "$budget_stats")
     start=$(date +%s)
     /usr/bin/time -f %M -o "$out/finetune.rss" \
         "$bin/finetune" --model "$out/pruned.st.zst" --jsonl "$calib" --steps "$recover" --batch "${RECOVER_BATCH:-16}" \

@@ -85,6 +85,8 @@ public enum Allocation {
             // Nothing to remove (FLAP's AL-AM threshold would still take the lowest unit).
         } else if o.angularBlocks {
             selection = try angularBlockBudgets(problem)
+        } else if o.widths != nil {
+            selection = try fixedWidths(problem)
         } else if let structure = o.structure {
             switch structure {
             case .ulum: selection = uniformLayersUniformModules(problem)
@@ -279,6 +281,40 @@ public enum Allocation {
         return selection
     }
 
+    /// `--widths PLAN`: layer l keeps as many MLP channels, and attention units of the unit asked,
+    /// as PLAN's layer l (KV groups: its KV heads; head slices: its heads per KV head; value
+    /// dimensions: its value rows), the best by these scores (ties: lower index first).
+    static func fixedWidths(_ problem: AllocationProblem) throws -> Selection {
+        var selection = Selection(problem)
+        let o = problem.options, plans = o.widths!
+        guard plans.count == problem.layerCount else {
+            throw AllocationError("--widths: the plan has \(plans.count) layers, the model \(problem.layerCount)")
+        }
+        for l in problem.prunedLayers {
+            let s = problem.shapes[l], p = plans[l]
+            if o.pruneMLP {
+                guard p.keptChannels.count <= s.F else {
+                    throw AllocationError("--widths: layer \(l) of the plan keeps \(p.keptChannels.count) MLP channels, the model has \(s.F)")
+                }
+                selection.keepChannel[l] = best(problem.mlp[l], count: p.keptChannels.count)
+            }
+            let units = problem.units[l]
+            if o.pruneAttention && !units.isEmpty {
+                let kept: Int
+                switch s.group == 1 && o.attentionUnit == .head ? .group : o.attentionUnit {
+                case .group: kept = p.keptKVHeads.count
+                case .head: kept = s.Hkv > 0 ? p.keptHeads.count / s.Hkv : 0
+                case .vo: kept = p.keptValueRows(s.valueWidths).count
+                }
+                guard kept <= units.count else {
+                    throw AllocationError("--widths: layer \(l) of the plan keeps \(kept) attention units (\(o.attentionUnit.rawValue)), the model has \(units.count)")
+                }
+                selection.keepUnit[l] = best(units.map(\.raw), count: kept)
+            }
+        }
+        return selection
+    }
+
     // MARK: Rounding, minimum, plan
 
     /// --round K (structures only: the angular budgets round themselves) and --min-keep, per
@@ -287,7 +323,7 @@ public enum Allocation {
         let o = problem.options
         for l in problem.prunedLayers {
             let F = problem.shapes[l].F
-            if let K = o.round, !o.angularBlocks, o.pruneMLP, F > 0 {
+            if let K = o.round, !o.angularBlocks, o.widths == nil, o.pruneMLP, F > 0 {
                 let k = selection.keepChannel[l].filter { $0 }.count
                 if k > 0 {
                     let rounded = min(F, max(K, Int((Double(k) / Double(K)).rounded(.toNearestOrAwayFromZero)) * K))

@@ -18,10 +18,13 @@ public enum AttentionUnit: String, Sendable {
 
 public struct AllocationOptions: Sendable {
     public var ratio: Double
-    /// nil with `angularBlocks`.
+    /// nil with `angularBlocks` or `widths`.
     public var structure: Structure?
     public var angularBlocks = false
     public var angularA = 1.0
+    /// Each layer keeps as many attention units and MLP channels as this plan's layer (the best
+    /// by the scores): budgets fixed elsewhere, e.g. CFSP's angular ones for `calibrate --sequential`.
+    public var widths: [LayerPlan]?
     public var attentionUnit = AttentionUnit.group
     public var pruneAttention = true
     public var pruneMLP = true
@@ -138,8 +141,9 @@ extension AllocationOptions {
     /// what --prune means when absent (everything the scores cover), `layerCount` bounds --layers.
     public init(ratio: Double, structure: String?, blocks: String?, angularA: Double, attentionUnit: String,
                 prune: String?, layers: String?, round: Int?, minKeep: Int, removeHeads: Int,
-                hasAttentionScores: Bool, layerCount: Int) throws {
+                hasAttentionScores: Bool, layerCount: Int, widths: [LayerPlan]? = nil) throws {
         self.init(ratio: ratio, structure: nil)
+        self.widths = widths
         if let structure {
             guard let s = Structure(rawValue: structure == "uniform" ? "UL-UM" : structure.uppercased()) else {
                 throw AllocationError("--structure must be UL-UM, UL-MM, AL-MM, AL-AM or uniform, got '\(structure)'")
@@ -177,14 +181,22 @@ extension AllocationOptions {
     public var metadata: [String: String] {
         [
             "ratio": "\(ratio)",
-            "structure": angularBlocks ? "blocks-angular" : structure?.rawValue ?? "none",
+            "structure": angularBlocks ? "blocks-angular" : widths != nil ? "widths" : structure?.rawValue ?? "none",
             "attention_unit": attentionUnit.rawValue,
             "prune": [pruneAttention ? "attention" : nil, pruneMLP ? "mlp" : nil].compactMap { $0 }.joined(separator: ","),
             "layers": layers.map { "\($0.lowerBound)-\($0.upperBound)" } ?? "all",
             "round": round.map(String.init) ?? "none",
             "min_keep": "\(minKeep)",
             "remove_heads": "\(removeHeads)",
-        ]
+        ].merging(widths.map { ["widths": Self.describe($0)] } ?? [:]) { $1 }
+    }
+
+    /// Fixed widths as the metadata records them: per layer kept channels/KV heads/heads/value rows
+    /// ("-" when the plan keeps every value row of its KV heads).
+    static func describe(_ widths: [LayerPlan]) -> String {
+        widths.map { p in
+            "\(p.keptChannels.count)/\(p.keptKVHeads.count)/\(p.keptHeads.count)/\(p.keptValueDims.map { String($0.count) } ?? "-")"
+        }.joined(separator: ",")
     }
 }
 

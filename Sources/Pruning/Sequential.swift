@@ -19,8 +19,9 @@ public struct SequentialRecipe: Sendable {
     public var damp: Double
 
     public init(metric: ScoreMetric, allocation: AllocationOptions, restore: RestoreMethod?, damp: Double) throws {
-        guard !allocation.angularBlocks, let structure = allocation.structure, [.ulum, .ulmm].contains(structure) else {
-            throw AllocationError("--sequential prunes each layer from its own statistics: --structure UL-UM or UL-MM (AL-MM and AL-AM compare every layer's scores, CFSP's angular budgets every block's; run them in one pass)")
+        let local = allocation.widths != nil || allocation.structure.map { [.ulum, .ulmm].contains($0) } ?? false
+        guard !allocation.angularBlocks, local else {
+            throw AllocationError("--sequential prunes each layer from its own statistics: --structure UL-UM or UL-MM, or --widths PLAN (AL-MM and AL-AM compare every layer's scores, CFSP's angular budgets every block's: run them in one pass, or fix their widths with --widths)")
         }
         if allocation.pruneAttention && !metric.scoresAttention {
             throw AllocationError("the metric \(metric.rawValue) scores the MLP only: add --prune mlp")
@@ -99,8 +100,8 @@ public final class SequentialPruner: LayerPruner {
     public var settings: String { recipe.description }
 
     /// The fraction of decoder-layer parameters the recipe will remove, known before any layer runs:
-    /// UL-UM and UL-MM give every layer widths from the shapes alone (the scores choose which
-    /// units, not how many), so a plan on stand-in scores (distinct, ascending) has the run's widths.
+    /// UL-UM, UL-MM and --widths give every layer widths from the shapes (or the plan) alone (the
+    /// scores choose which units, not how many), so a plan on stand-in scores (distinct, ascending) has the run's widths.
     public func plannedFraction() throws -> Double {
         func ramp(_ n: Int) -> [Double] { (0..<n).map { Double($0 + 1) } }
         let attention: [[Double]?] = shapes.map { recipe.metric.scoresAttention ? ramp($0.valueLayout.columnCount) : nil }
@@ -112,7 +113,7 @@ public final class SequentialPruner: LayerPruner {
         -> (weights: LayerWeights, config: LlamaConfig)
     {
         let scores = try Scoring.score(recipe.metric, layer: l, weights: w, stats: statistics, windows: try statistics.windows())
-        // UL-UM and UL-MM decide each layer from its own scores and the model's shapes: the
+        // UL-UM, UL-MM and --widths decide each layer from its own scores and the model's shapes: the
         // whole problem with the other layers' scores left at zero gives layer l's decision.
         let attention: [[Double]?] = shapes.indices.map { i in
             i == l ? scores.attention : recipe.metric.scoresAttention ? [Double](repeating: 0, count: shapes[i].valueLayout.columnCount) : nil

@@ -9,6 +9,9 @@ public struct AllocationArguments: ParsableArguments {
     @Option(name: .long, help: "UL-UM (also: uniform), UL-MM, AL-MM or AL-AM.")
     public var structure: String?
 
+    @Option(name: .long, help: ArgumentHelp("Instead of --structure: every layer keeps as many attention units and MLP channels as this plan's layer, the best by these scores (budgets fixed elsewhere, e.g. CFSP's angular ones for calibrate --sequential).", valueName: "plan"))
+    public var widths: String?
+
     @Option(name: .long, help: "Attention unit: group (a KV head with its query heads), head (one query head from every group at a time) or vo (FASP: one value dimension, a v_proj row with the o_proj columns that read it).")
     public var attentionUnit: String = "group"
 
@@ -50,5 +53,5 @@ public struct AllocationArguments: ParsableArguments {
     }
 
     /// Any option that has no default was given.
-    public var anyGiven: Bool { ratio != nil || structure != nil || prune != nil || layers != nil || round != nil }
+    public var anyGiven: Bool { ratio != nil || structure != nil || widths != nil || prune != nil || layers != nil || round != nil }
 }

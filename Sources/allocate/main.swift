@@ -12,8 +12,9 @@ struct Allocate: ParsableCommand {
             --ratio P is the fraction of decoder-layer linear parameters (q, k, v, o, gate, up, down \
             weights and biases) to remove; embeddings and the head are not counted. Structures as FLAP \
             defines them: UL-UM (uniform per layer and module; Wanda-sp, FASP), UL-MM, AL-MM, AL-AM \
-            (adaptive across layers, standardised scores, cost-weighted global threshold); or --blocks \
-            angular for CFSP's budget per block. docs/DESIGN.md ("The plan") states every rule. The \
+            (adaptive across layers, standardised scores, cost-weighted global threshold); --blocks \
+            angular for CFSP's budget per block; or --widths PLAN for another plan's per-layer widths \
+            (the units chosen by these scores). docs/DESIGN.md ("The plan") states every rule. The \
             per-layer table goes to standard error (not with --quiet).
 
             Example:
@@ -40,8 +41,8 @@ struct Allocate: ParsableCommand {
     func validate() throws {
         guard budget.ratio != nil else { throw ValidationError("--ratio is required") }
         guard angularA.isFinite else { throw ValidationError("--angular-a must be a finite number") }
-        guard (budget.structure == nil) != (blocks == nil) else {
-            throw ValidationError("give exactly one of --structure and --blocks")
+        guard [budget.structure, blocks, budget.widths].compactMap({ $0 }).count == 1 else {
+            throw ValidationError("give exactly one of --structure, --blocks and --widths")
         }
     }
 
@@ -53,7 +54,7 @@ struct Allocate: ParsableCommand {
                 ratio: budget.ratio!, structure: budget.structure, blocks: blocks, angularA: angularA,
                 attentionUnit: budget.attentionUnit, prune: budget.prune, layers: budget.layers, round: budget.round,
                 minKeep: budget.minKeep, removeHeads: budget.removeHeads,
-                hasAttentionScores: file.hasAttention, layerCount: file.config.numLayers)
+                hasAttentionScores: file.hasAttention, layerCount: file.config.numLayers, widths: try budget.widths.map { try PlanFile(path: $0).layers })
             var (plan, planFile) = try Allocation.plan(file, options: options)
             try budget.checkAchieved(plan.achieved)
             if let plot {  // before the plan is written: an unwritable chart leaves nothing behind

@@ -27,8 +27,8 @@ struct SequentialOptions: ParsableArguments {
             }
             return
         }
-        guard metric != nil, allocation.ratio != nil, allocation.structure != nil else {
-            throw ValidationError("--sequential needs --metric, --ratio and --structure")
+        guard metric != nil, allocation.ratio != nil, (allocation.structure != nil) != (allocation.widths != nil) else {
+            throw ValidationError("--sequential needs --metric, --ratio and one of --structure and --widths")
         }
         guard damp >= 0, damp.isFinite else { throw ValidationError("--damp must be a finite number ≥ 0") }
     }
@@ -52,7 +52,7 @@ struct SequentialOptions: ParsableArguments {
             ratio: ratio, structure: allocation.structure, blocks: nil, angularA: 1, attentionUnit: allocation.attentionUnit,
             prune: allocation.prune, layers: allocation.layers, round: allocation.round, minKeep: allocation.minKeep,
             removeHeads: allocation.removeHeads,
-            hasAttentionScores: m.scoresAttention, layerCount: model.config.numLayers)
+            hasAttentionScores: m.scoresAttention, layerCount: model.config.numLayers, widths: try self.allocation.widths.map { try PlanFile(path: $0).layers })
         let pruner = SequentialPruner(model: model, recipe: try SequentialRecipe(metric: m, allocation: allocation, restore: method, damp: damp))
         // As allocate refuses such a plan, before the run rather than after it.
         try self.allocation.checkAchieved(try pruner.plannedFraction())

@@ -143,4 +143,69 @@ final class AllocationTests: XCTestCase {
         o.ratio = 0.9
         XCTAssertThrowsError(try allocate(cfsp, o)) { XCTAssertTrue("\($0)".contains("more than all"), "\($0)") }
     }
+
+    /// --widths: a plan's per-layer widths, the units chosen by the scores given. On the scores
+    /// that made the plan, every structure's plan comes back (within a layer each keeps its best
+    /// units); on other scores, the same widths with those scores' best units.
+    func testFixedWidths() throws {
+        for (name, structures) in [("smollm2_flap_scores.safetensors", [Structure.alam, .ulum]),
+                                   ("tiny_nonuniform_wanda_scores.safetensors", [.ulum, .ulmm])] {
+            let i = try inputs(name)
+            for structure in structures {
+                for unit in [AttentionUnit.group, .head, .vo] {
+                    var o = AllocationOptions(ratio: 0.5, structure: structure)
+                    o.attentionUnit = unit
+                    o.removeHeads = structure == .ulmm ? 4 : 0
+                    let reference = try allocate(i, o)
+                    var fixed = AllocationOptions(ratio: 0.5, structure: nil)
+                    fixed.attentionUnit = unit
+                    fixed.widths = reference.layers
+                    let what = "\(name) \(structure) \(unit)"
+                    let same = try allocate(i, fixed)
+                    XCTAssertEqual(same.layers, reference.layers, what)
+                    XCTAssertEqual(same.achieved, reference.achieved, what)
+                    XCTAssertEqual(fixed.metadata["structure"], "widths")
+                    // Reversed scores: the same counts, the other end of each layer.
+                    var reversed = i
+                    reversed.mlp = i.mlp.map { $0.map { -$0 } }
+                    reversed.attention = i.attention.map { $0?.map { -$0 } }
+                    let other = try allocate(reversed, fixed)
+                    for (l, (p, q)) in zip(other.layers, reference.layers).enumerated() {
+                        XCTAssertEqual(p.keptChannels.count, q.keptChannels.count, "\(what) layer \(l)")
+                        if unit != .vo {  // V/O: the value rows are fixed; a KV head left without any goes whole
+                            XCTAssertEqual(p.keptKVHeads.count, q.keptKVHeads.count, "\(what) layer \(l)")
+                            XCTAssertEqual(p.keptHeads.count, q.keptHeads.count, "\(what) layer \(l)")
+                        }
+                        XCTAssertEqual(p.keptValueRows(i.shapes[l].valueWidths).count,
+                                       q.keptValueRows(i.shapes[l].valueWidths).count, "\(what) layer \(l)")
+                        let best = Allocation.best(reversed.mlp[l], count: q.keptChannels.count)
+                        XCTAssertEqual(p.keptChannels, best.indices.filter { best[$0] }, "\(what) layer \(l)")
+                    }
+                    if unit == .vo {
+                        XCTAssertGreaterThanOrEqual(other.achieved, reference.achieved, what)
+                    } else {
+                        XCTAssertEqual(other.achieved, reference.achieved, accuracy: 1e-12, what)
+                    }
+                }
+            }
+        }
+        // CFSP's angular budgets (MLP only) fixed, as calibrate --sequential --widths takes them.
+        let cfsp = try inputs("smollm2_cfsp_scores.safetensors")
+        var angular = AllocationOptions(ratio: 0.5, structure: nil)
+        angular.angularBlocks = true
+        angular.pruneAttention = false
+        angular.round = 128
+        let budgets = try allocate(cfsp, angular)
+        var fixed = AllocationOptions(ratio: 0.5, structure: nil)
+        fixed.pruneAttention = false
+        fixed.widths = budgets.layers
+        XCTAssertEqual(try allocate(cfsp, fixed).layers, budgets.layers)
+        // Refused: another layer count, or more channels than the model has.
+        fixed.widths = Array(budgets.layers.dropLast())
+        XCTAssertThrowsError(try allocate(cfsp, fixed)) { XCTAssertTrue("\($0)".contains("the plan has 29 layers, the model 30"), "\($0)") }
+        var wide = budgets.layers
+        wide[3].keptChannels = Array(0..<1600)
+        fixed.widths = wide
+        XCTAssertThrowsError(try allocate(cfsp, fixed)) { XCTAssertTrue("\($0)".contains("layer 3 of the plan keeps 1600 MLP channels, the model has 1536"), "\($0)") }
+    }
 }

@@ -388,7 +388,7 @@ final class SliceToolTests: XCTestCase {
         XCTAssertTrue(try TensorFile(path: path("stats.st.zst")).metadata["sequential"]?.contains("attention_unit=vo") == true)
 
         let refusals: [(String, [String], String)] = [
-            ("calibrate", calibrate + ["--sequential", "--metric", "fasp"], "needs --metric, --ratio and --structure"),
+            ("calibrate", calibrate + ["--sequential", "--metric", "fasp"], "needs --metric, --ratio and one of --structure and --widths"),
             ("calibrate", calibrate + ["--metric", "fasp", "--ratio", "0.3", "--structure", "UL-UM"], "go with --sequential"),
             ("calibrate", calibrate + ["--sequential", "--metric", "fasp", "--ratio", "0.3", "--structure", "AL-AM"], "UL-UM or UL-MM"),
             ("calibrate", calibrate + ["--sequential", "--shard", "0/2"] + recipe, "not with --from-cache or --shard"),
@@ -405,6 +405,58 @@ final class SliceToolTests: XCTestCase {
             if !message.hasPrefix("needs") && !message.hasPrefix("go with") {  // the argument parser adds its usage
                 XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
             }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: path("refused.st")))
+        }
+    }
+
+    /// CFSP's blocks sequentially once their budgets are fixed: the angular budgets from a one-pass
+    /// run, then calibrate --sequential --widths keeps each layer at its budget while choosing the
+    /// channels on the pruned layers' outputs; allocate --widths rebuilds the same plan.
+    func testSequentialWithFixedWidthsThroughTheTools() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+        let model = Fixtures.url("model/tiny_uniform.safetensors").path
+        try writeTokenWindows(path("w.st"), N: 64, T: 8, vocabulary: 97, seed: 5)
+        let calibrate = ["--model", model, "--tokens", path("w.st")]
+        let steps: [(String, [String])] = [
+            ("calibrate", calibrate + ["-o", path("dense.stats.st.zst")]),
+            ("score", ["--model", model, "--stats", path("dense.stats.st.zst"), "--metric", "cfsp", "-o", path("dense.scores.st.zst")]),
+            ("allocate", ["--scores", path("dense.scores.st.zst"), "--ratio", "0.3", "--blocks", "angular", "--prune", "mlp",
+                          "-o", path("budgets.st.zst")]),
+            ("calibrate", calibrate + ["--sequential", "--metric", "cfsp", "--ratio", "0.3", "--widths", path("budgets.st.zst"),
+                                       "--prune", "mlp", "-o", path("stats.st.zst")]),
+            ("score", ["--model", model, "--stats", path("stats.st.zst"), "--metric", "cfsp", "-o", path("scores.st.zst")]),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--widths", path("budgets.st.zst"), "--prune", "mlp",
+                          "-o", path("plan.st.zst")]),
+            ("slice", ["--model", model, "--plan", path("plan.st.zst"), "-o", path("pruned.st.zst")]),
+            ("evaluate", ["--model", path("pruned.st.zst"), "--tokens", path("w.st"), "--limit", "4", "--json"]),
+        ]
+        for (tool, args) in steps {
+            let r = try runTool(tool, args + ["--quiet"])
+            XCTAssertEqual(r.status, 0, "\(tool): \(r.stderr)")
+        }
+        let budgets = try TensorFile(path: path("budgets.st.zst")), plan = try TensorFile(path: path("plan.st.zst"))
+        for l in 0..<2 {
+            let channels = "model.layers.\(l).mlp.kept_channels", heads = "model.layers.\(l).self_attn.kept_heads"
+            XCTAssertEqual(try plan.integers(channels).count, try budgets.integers(channels).count)
+            XCTAssertEqual(try plan.integers(heads), try budgets.integers(heads))
+        }
+        XCTAssertEqual(plan.metadata["structure"], "widths")
+        XCTAssertTrue(try TensorFile(path: path("stats.st.zst")).metadata["sequential"]?.contains("structure=widths") == true)
+
+        let refusals: [(String, [String], String)] = [
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "UL-UM", "--prune", "mlp"],
+             "structure widths (allocate asks UL-UM)"),
+            ("allocate", ["--scores", path("scores.st.zst"), "--ratio", "0.3", "--structure", "UL-UM", "--widths", path("budgets.st.zst")],
+             "exactly one of --structure, --blocks and --widths"),
+            ("calibrate", calibrate + ["--sequential", "--metric", "cfsp", "--ratio", "0.3", "--blocks", "angular"], "one of --structure and --widths"),
+            ("calibrate", calibrate + ["--sequential", "--metric", "cfsp", "--ratio", "0.3", "--widths", path("w.st"), "--prune", "mlp"],
+             "w.st"),
+        ]
+        for (tool, args, message) in refusals {
+            let r = try runTool(tool, args + ["-o", path("refused.st"), "--quiet"])
+            XCTAssertNotEqual(r.status, 0, "\(tool) \(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(tool): \(r.stderr)")
             XCTAssertFalse(FileManager.default.fileExists(atPath: path("refused.st")))
         }
     }
