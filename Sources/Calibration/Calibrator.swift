@@ -11,6 +11,9 @@ public protocol LayerPruner: AnyObject {
     /// model pruned so far (layer l's widths as pruned). Called once per layer, in order.
     func prune(layer l: Int, weights: LayerWeights, statistics: any StatisticsSource) throws
         -> (weights: LayerWeights, config: LlamaConfig)
+    /// Layer l, once pruned, computes its attention half exactly as the dense layer does (known
+    /// before its statistics): the pruned pass then runs only the MLP half.
+    func keepsAttentionWhole(layer l: Int) throws -> Bool
 }
 
 /// One calibration run: the dense model over the windows, layer by layer, every layer's
@@ -229,7 +232,7 @@ public struct Calibrator {
         let runner = Runner(model: model, maxPositions: T)
         runner.batchRows = batchWindows * T
         let rows = range.count * T
-        let settings = self.settings + ";sequential=" + pruner.settings
+        let settings = self.settings + ";sequential=" + pruner.settings + ";angular=pruned-output"
         let all = layout.entries(c)
         func entries(_ l: Int) -> [TensorEntry] { all.filter { $0.name.hasPrefix("model.layers.\(l).") } }
 
@@ -269,17 +272,26 @@ public struct Calibrator {
             let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
             x = try runner.embed(ids, embedding: try model.embedding())
         }
+        var residual: Buffer?  // the post-attention residual, for layers whose attention stays whole
         for l in first..<L {
             let w = try model.layer(l)
             let stats = LayerStatistics(layer: l, config: c, layout: layout, windowLength: T)
-            try runner.runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: false,
-                                events: { stats.observe($0) })
-            try stats.write(to: writer, layout: layout)
+            let reuse = try pruner.keepsAttentionWhole(layer: l)
+            if reuse && residual == nil { residual = Buffer(count: rows * C) }
+            // The dense layer on a copy of the input, for the statistics: down_proj's output is
+            // not needed (its input is the last tap).
+            try runner.runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: false, part: .untilDown,
+                                residual: reuse ? residual : nil, events: { stats.observe($0) })
             let (pruned, prunedConfig) = try pruner.prune(
                 layer: l, weights: w, statistics: LayerStatisticsSource(stats, layout: layout, path: "layer \(l)'s statistics"))
-            if l + 1 < L {
-                try runner.runLayer(pruned, config: prunedConfig, layer: l, x: x, rows: rows, windowLength: T, events: nil)
-            }
+            // The pruned layer in place, making the next input; the block's angular distance is
+            // measured between its input and this pruned output.
+            try runner.runLayer(pruned, config: prunedConfig, layer: l, x: x, rows: rows, windowLength: T,
+                                part: reuse ? .mlp : .whole, residual: reuse ? residual : nil, events: { event in
+                                    if case .tap = event { return }
+                                    stats.observe(event)
+                                })
+            try stats.write(to: writer, layout: layout)
             if let cache {
                 // The next input first, then the statistics: a layer counts as done only with both.
                 if l + 1 < L { try cache.storeInput(l + 1, x.pointer, count: rows * C) }

@@ -171,6 +171,17 @@ public enum RowLayout {
     case cached(start: Int, keys: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>)
 }
 
+/// Which part of a decoder block `runBlock` runs (sequential calibration splits the block; every
+/// other caller runs it whole).
+public enum BlockPart: Sendable {
+    case whole
+    /// Everything but down_proj: x ends as the post-attention residual h = x + o_proj(…), the MLP's
+    /// taps are seen, its output is not added.
+    case untilDown
+    /// The MLP half on x = h: x += down_proj(silu(gate(n₂(x))) · up(n₂(x))).
+    case mlp
+}
+
 /// Runs one decoder block in place on x: [R, C] as transformers' LlamaDecoderLayer does:
 ///   x += o_proj(attention(rope(q(n₁(x))), rope(k(n₁(x))), v(n₁(x))))
 ///   x += down_proj(silu(gate(n₂(x))) · up(n₂(x)))
@@ -179,7 +190,8 @@ public enum RowLayout {
 /// projections' outputs (before rotary for q and k).
 func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, layout: RowLayout,
               config c: LlamaConfig, layer l: Int, rotary: RotaryTable, scratch s: BlockScratch,
-              adapters: LoRAAdapters? = nil, observe: ((BlockTap) throws -> Void)? = nil) rethrows {
+              adapters: LoRAAdapters? = nil, part: BlockPart = .whole,
+              observe: ((BlockTap) throws -> Void)? = nil) rethrows {
     let C = c.hiddenSize, D = c.headDim
     let H = c.headCounts[l], Hkv = c.kvHeadCounts[l], F = c.ffnWidths[l]
     let VW = c.valueRows(layer: l), OW = c.attentionOutputWidth(layer: l)
@@ -189,61 +201,64 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
     let heads = s.heads.pointer, gate = s.gate.pointer, up = s.up.pointer
     let normed2 = s.normed2.pointer, hidden = s.hidden.pointer
     let record = s.recording
+    precondition(!record || part == .whole, "recording runs whole blocks")
     if record { s.input.pointer.update(from: x, count: R * C) }
     func adapt(_ p: Projection, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>) {
         adapters?.forward(layer: l, p, x: x, y: y, rows: R, u: s.adapterRows[p.index], scratch: s.adapterInput)
     }
 
-    w.inputNorm.withUnsafeBufferPointer {
-        rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C, rstd: record ? s.rstd1.pointer : nil)
-    }
-    if H > 0 {
-        applyLinears([(w.q, q), (w.k, k), (w.v, v)], x: normed, rows: R)
-        adapt(.q, x: normed, y: q)
-        adapt(.k, x: normed, y: k)
-        adapt(.v, x: normed, y: v)
-        switch layout {
-        case .windows(let T):
-            precondition(T > 0 && R % T == 0, "rows must be whole windows")
-            for start in stride(from: 0, to: R, by: T) {
-                let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * VW
-                rotary.apply(qw, T: T, H: H)
-                rotary.apply(kw, T: T, H: Hkv)
-                causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
-                                T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l],
-                                logSumExp: record ? s.lse.pointer + start * H : nil)
-            }
-        case .packed(let groups):
-            precondition(!record, "recording runs whole windows")
-            for group in groups {
-                var row = group.start
-                for (length, position) in [(group.contextLength, 0)] + group.continuationLengths.map({ ($0, group.contextLength) }) {
-                    rotary.apply(q + row * H * D, T: length, H: H, start: position)
-                    rotary.apply(k + row * Hkv * D, T: length, H: Hkv, start: position)
-                    row += length
+    if part != .mlp {  // the attention half
+        w.inputNorm.withUnsafeBufferPointer {
+            rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed, T: R, C: C, rstd: record ? s.rstd1.pointer : nil)
+        }
+        if H > 0 {
+            applyLinears([(w.q, q), (w.k, k), (w.v, v)], x: normed, rows: R)
+            adapt(.q, x: normed, y: q)
+            adapt(.k, x: normed, y: k)
+            adapt(.v, x: normed, y: v)
+            switch layout {
+            case .windows(let T):
+                precondition(T > 0 && R % T == 0, "rows must be whole windows")
+                for start in stride(from: 0, to: R, by: T) {
+                    let qw = q + start * H * D, kw = k + start * Hkv * D, vw = v + start * VW
+                    rotary.apply(qw, T: T, H: H)
+                    rotary.apply(kw, T: T, H: Hkv)
+                    causalAttention(q: qw, k: kw, v: vw, out: heads + start * OW,
+                                    T: T, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l],
+                                    logSumExp: record ? s.lse.pointer + start * H : nil)
+                }
+            case .packed(let groups):
+                precondition(!record, "recording runs whole windows")
+                for group in groups {
+                    var row = group.start
+                    for (length, position) in [(group.contextLength, 0)] + group.continuationLengths.map({ ($0, group.contextLength) }) {
+                        rotary.apply(q + row * H * D, T: length, H: H, start: position)
+                        rotary.apply(k + row * Hkv * D, T: length, H: Hkv, start: position)
+                        row += length
+                    }
+                }
+                precondition(groups.last.map { $0.start + $0.rowCount } ?? 0 <= R, "packed groups exceed the rows")
+                packedAttention(q: q, k: k, v: v, out: heads, groups: groups, H: H, Hkv: Hkv, D: D,
+                                valueWidths: c.valueWidths?[l])
+            case .cached(let P, let keys, let values):
+                precondition(!record, "recording runs whole windows")
+                rotary.apply(q, T: R, H: H, start: P)
+                rotary.apply(k, T: R, H: Hkv, start: P)
+                (keys + P * Hkv * D).update(from: k, count: R * Hkv * D)
+                (values + P * VW).update(from: v, count: R * VW)
+                if P == 0 {
+                    causalAttention(q: q, k: k, v: v, out: heads, T: R, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
+                } else {
+                    cachedAttention(q: q, keys: keys, values: values, out: heads, start: P, rows: R, H: H, Hkv: Hkv, D: D,
+                                    valueWidths: c.valueWidths?[l])
                 }
             }
-            precondition(groups.last.map { $0.start + $0.rowCount } ?? 0 <= R, "packed groups exceed the rows")
-            packedAttention(q: q, k: k, v: v, out: heads, groups: groups, H: H, Hkv: Hkv, D: D,
-                            valueWidths: c.valueWidths?[l])
-        case .cached(let P, let keys, let values):
-            precondition(!record, "recording runs whole windows")
-            rotary.apply(q, T: R, H: H, start: P)
-            rotary.apply(k, T: R, H: Hkv, start: P)
-            (keys + P * Hkv * D).update(from: k, count: R * Hkv * D)
-            (values + P * VW).update(from: v, count: R * VW)
-            if P == 0 {
-                causalAttention(q: q, k: k, v: v, out: heads, T: R, H: H, Hkv: Hkv, D: D, valueWidths: c.valueWidths?[l])
-            } else {
-                cachedAttention(q: q, keys: keys, values: values, out: heads, start: P, rows: R, H: H, Hkv: Hkv, D: D,
-                                valueWidths: c.valueWidths?[l])
-            }
         }
+        try observe?(.attention(input: normed, heads: heads, rows: R))
+        applyLinear(w.o, x: heads, y: x, rows: R, accumulate: true)
+        adapt(.o, x: heads, y: x)
+        if record { s.middle.pointer.update(from: x, count: R * C) }
     }
-    try observe?(.attention(input: normed, heads: heads, rows: R))
-    applyLinear(w.o, x: heads, y: x, rows: R, accumulate: true)
-    adapt(.o, x: heads, y: x)
-    if record { s.middle.pointer.update(from: x, count: R * C) }
 
     w.postAttentionNorm.withUnsafeBufferPointer {
         rmsNorm(x: x, weight: $0.baseAddress!, eps: eps, out: normed2, T: R, C: C, rstd: record ? s.rstd2.pointer : nil)
@@ -255,6 +270,7 @@ func runBlock(_ w: LayerWeights, x: UnsafeMutablePointer<Float>, rows R: Int, la
         swiglu(gate: gate, up: up, out: hidden, count: R * F)
     }
     try observe?(.mlp(input: normed2, hidden: hidden, rows: R))
+    guard part != .untilDown else { return }
     applyLinear(w.down, x: hidden, y: x, rows: R, accumulate: true)
     adapt(.down, x: hidden, y: x)
 }

@@ -82,14 +82,22 @@ public final class Runner {
     /// model's (a layer just pruned) — over x[rows, C] in batches of whole windows, in place; with
     /// `inPlace` false each batch runs on a copy and x is left as it was (a pass whose outputs
     /// only the observer sees). `events` as in `runLayers`.
+    ///
+    /// `part` splits the block (sequential calibration): `.untilDown` stops before down_proj (no
+    /// `blockOutput` event: the rows are not the block's output) and stores each batch's
+    /// post-attention residual h into `residual` [rows, C] when given; `.mlp` runs the MLP half from
+    /// those h (in place: x's rows are shown as `blockInput`, then replaced by h and the MLP added).
     public func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
-                         inPlace: Bool = true, events: ((LayerEvent) throws -> Void)?) throws {
-        try runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: inPlace, scratch: BlockScratch(),
-                     events: events)
+                         inPlace: Bool = true, part: BlockPart = .whole, residual: Buffer? = nil,
+                         events: ((LayerEvent) throws -> Void)?) throws {
+        try runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: inPlace, part: part, residual: residual,
+                     scratch: BlockScratch(), events: events)
     }
 
     func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
-                  inPlace: Bool = true, scratch: BlockScratch, events: ((LayerEvent) throws -> Void)?) throws {
+                  inPlace: Bool = true, part: BlockPart = .whole, residual: Buffer? = nil, scratch: BlockScratch,
+                  events: ((LayerEvent) throws -> Void)?) throws {
+        precondition(part != .mlp || (residual != nil && inPlace), "the MLP half runs in place from the stored residual")
         let batch = max(T, batchRows / T * T)
         let C = c.hiddenSize
         let copy = inPlace ? nil : Buffer(count: min(batch, rows) * C)
@@ -101,9 +109,14 @@ public final class Runner {
                 rowsPointer = copy.pointer
             }
             try events?(.blockInput(rows: rowsPointer, first: start, count: R))
+            if part == .mlp, let residual { rowsPointer.update(from: residual.pointer + start * C, count: R * C) }
             try runBlock(w, x: rowsPointer, rows: R, layout: .windows(length: T), config: c, layer: l,
-                         rotary: rotary, scratch: scratch, observe: events.map { f in { try f(.tap($0, first: start)) } })
-            try events?(.blockOutput(rows: rowsPointer, first: start, count: R))
+                         rotary: rotary, scratch: scratch, part: part, observe: events.map { f in { try f(.tap($0, first: start)) } })
+            if part == .untilDown {
+                if let residual { (residual.pointer + start * C).update(from: rowsPointer, count: R * C) }
+            } else {
+                try events?(.blockOutput(rows: rowsPointer, first: start, count: R))
+            }
         }
     }
 

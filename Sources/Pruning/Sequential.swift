@@ -101,12 +101,28 @@ public final class SequentialPruner: LayerPruner {
 
     /// The fraction of decoder-layer parameters the recipe will remove, known before any layer runs:
     /// UL-UM, UL-MM and --widths give every layer widths from the shapes (or the plan) alone (the
-    /// scores choose which units, not how many), so a plan on stand-in scores (distinct, ascending) has the run's widths.
-    public func plannedFraction() throws -> Double {
+    /// scores choose which units, not how many), so a plan on stand-in scores (distinct, ascending)
+    /// has the run's widths.
+    public func plannedFraction() throws -> Double { try standInPlan().achieved }
+
+    private var standIn: Plan?
+    private func standInPlan() throws -> Plan {
+        if let standIn { return standIn }
         func ramp(_ n: Int) -> [Double] { (0..<n).map { Double($0 + 1) } }
         let attention: [[Double]?] = shapes.map { recipe.metric.scoresAttention ? ramp($0.valueLayout.columnCount) : nil }
-        return try Allocation.allocate(shapes: shapes, attention: attention, mlp: shapes.map { ramp($0.F) },
-                                       angular: [Double](repeating: 0, count: shapes.count), options: recipe.allocation).achieved
+        let plan = try Allocation.allocate(shapes: shapes, attention: attention, mlp: shapes.map { ramp($0.F) },
+                                           angular: [Double](repeating: 0, count: shapes.count), options: recipe.allocation)
+        standIn = plan
+        return plan
+    }
+
+    /// Layer l keeps every head and value row (known from the widths before its statistics): its
+    /// pruned attention half is the dense one (restoration leaves a consumer that lost nothing as
+    /// it was, a bias method adding zeros), so the calibrator runs only the pruned MLP half, from
+    /// the residual of the statistics pass.
+    public func keepsAttentionWhole(layer l: Int) throws -> Bool {
+        let p = try standInPlan().layers[l], s = shapes[l]
+        return p.keptHeads.count == s.H && p.keptKVHeads.count == s.Hkv && p.keptValueRows(s.valueWidths).count == s.valueRows
     }
 
     public func prune(layer l: Int, weights w: LayerWeights, statistics: any StatisticsSource) throws

@@ -52,6 +52,54 @@ final class ForwardTests: XCTestCase {
         assertAllClose(together, apart, atol: 0, rtol: 1e-6)
         XCTAssertEqual(try runner.windowNLL(windows), apart, "same inputs, same bits")
     }
+
+    /// A block split as sequential calibration runs it — up to down_proj on a copy, storing the
+    /// residual, then the MLP half in place from it — gives the whole block's bits and taps.
+    func testSplitBlockEqualsTheWholeBlock() throws {
+        for name in ["tiny_uniform", "tiny_nonuniform"] {
+            let model = try Model.open(Fixtures.url("model/\(name).safetensors").path)
+            let (windows, _, _) = try reference(name)
+            let T = windows[0].count, C = model.config.hiddenSize, rows = 2 * T
+            let runner = Runner(model: model, maxPositions: T)
+            runner.batchRows = T  // two batches
+            for l in 0..<model.config.numLayers {
+                let w = try model.layer(l)
+                let whole = try runner.embed(windows[0] + windows[1], embedding: try model.embedding())
+                let split = try runner.embed(windows[0] + windows[1], embedding: try model.embedding())
+                var wholeTaps: [[Float]] = [], splitTaps: [[Float]] = [], events: [String] = []
+                func record(_ into: inout [[Float]], _ e: LayerEvent) {
+                    switch e {
+                    case .tap(.attention(let input, let heads, let r), _):
+                        into.append(Array(UnsafeBufferPointer(start: input, count: r * C)))
+                        into.append(Array(UnsafeBufferPointer(start: heads, count: r * model.config.attentionOutputWidth(layer: l))))
+                    case .tap(.mlp(let input, let hidden, let r), _):
+                        into.append(Array(UnsafeBufferPointer(start: input, count: r * C)))
+                        into.append(Array(UnsafeBufferPointer(start: hidden, count: r * model.config.ffnWidths[l])))
+                    case .blockInput(let p, let first, let r), .blockOutput(let p, let first, let r):
+                        into.append([Float(first)] + Array(UnsafeBufferPointer(start: p, count: r * C)))
+                    }
+                }
+                try runner.runLayer(w, config: model.config, layer: l, x: whole, rows: rows, windowLength: T) { record(&wholeTaps, $0) }
+                let residual = Buffer(count: rows * C)
+                try runner.runLayer(w, config: model.config, layer: l, x: split, rows: rows, windowLength: T, inPlace: false,
+                                    part: .untilDown, residual: residual) { e in
+                    if case .blockOutput = e { events.append("output") }
+                    if case .tap = e { record(&splitTaps, e) }
+                }
+                XCTAssertEqual(events, [], "no block output before down_proj")
+                var ends: [[Float]] = []
+                try runner.runLayer(w, config: model.config, layer: l, x: split, rows: rows, windowLength: T,
+                                    part: .mlp, residual: residual) { e in
+                    if case .tap = e { return }
+                    record(&ends, e)
+                }
+                XCTAssertEqual(Array(UnsafeBufferPointer(start: split.pointer, count: rows * C)),
+                               Array(UnsafeBufferPointer(start: whole.pointer, count: rows * C)), "\(name) layer \(l)")
+                XCTAssertEqual(splitTaps, wholeTaps.filter { $0.count != 1 + T * C }, "\(name) layer \(l) taps")
+                XCTAssertEqual(ends, wholeTaps.filter { $0.count == 1 + T * C }, "\(name) layer \(l) block input and output")
+            }
+        }
+    }
 }
 
 /// SmolLM2 logits on the first 64 WikiText-2 tokens against transformers (max abs error < 1e-3),

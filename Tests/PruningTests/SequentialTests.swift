@@ -66,6 +66,10 @@ final class SequentialTests: XCTestCase {
             let pruner = try calibrate(model, try recipe(ref.args, layers: L), to: stats)
             for l in 0..<L {
                 let p = try XCTUnwrap(pruner.plans[l], "\(name) layer \(l)")
+                // Known before the layer ran, and so whether its pruned pass reused the attention half.
+                XCTAssertEqual(try pruner.keepsAttentionWhole(layer: l),
+                               p.keptHeads.count == model.config.headCounts[l] && p.keptKVHeads.count == model.config.kvHeadCounts[l],
+                               "\(name) layer \(l)")
                 XCTAssertEqual(p.keptHeads, ref.layers[l].kept_heads, "\(name) layer \(l) heads")
                 XCTAssertEqual(p.keptKVHeads, ref.layers[l].kept_kv_heads, "\(name) layer \(l) KV heads")
                 XCTAssertEqual(p.keptChannels, ref.layers[l].kept_channels, "\(name) layer \(l) channels")
