@@ -5,16 +5,19 @@
 # first-order Taylor salience: fine (element-wise Σ|W⊙G|) and coarse (vector-wise |ΣW⊙G|), each divided by its
 # layer mean and mixed by softmax weights over the two (score --metric hywia). The paper publishes no code:
 # docs/DESIGN.md "HyWIA" gives our design and the README the ablation behind it. FUSION (adaptive, equal, fine,
-# coarse; default adaptive) and TEMPERATURE (default 1) select the variant; OUT defaults to out/hywia-RATIO, or
-# out/hywia-FUSION-RATIO for a non-default fusion. LoRA recovery with RECOVER=STEPS. Usage: see pipelines/common.sh.
+# coarse; default adaptive), TEMPERATURE (default 1) and NORMALISE (mean, max or rank; default mean) select the
+# variant; OUT defaults to out/hywia-RATIO, or out/hywia-FUSION-tTEMPERATURE[-NORMALISE]-RATIO for another one. LoRA recovery with RECOVER=STEPS. Usage: see pipelines/common.sh.
 NAME=hywia
 fusion="${FUSION:-adaptive}"
 temperature="${TEMPERATURE:-1}"
-[[ "$fusion" == adaptive && "$temperature" == 1 ]] || OUT="${OUT:-$(dirname "$0")/../out/hywia-$fusion-t$temperature-${2:-0.2}}"
+normalise="${NORMALISE:-mean}"
+variant="$fusion-t$temperature"
+[[ "$normalise" == mean ]] || variant="$variant-$normalise"
+[[ "$variant" == adaptive-t1 ]] || OUT="${OUT:-$(dirname "$0")/../out/hywia-$variant-${2:-0.2}}"
 run_pipeline() {
     calibrate_stats --samples 10 --seqlen 64 --gradients first
     "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric hywia --order first --reduce sum \
-        --fusion "$fusion" --temperature "$temperature" --quiet -o "$out/scores.st.zst"
+        --fusion "$fusion" --temperature "$temperature" --normalise "$normalise" --quiet -o "$out/scores.st.zst"
     "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --structure UL-UM --attention-unit head \
         --layers "$(llm_pruner_layers)" --plot "$out/plan.svg" -o "$out/plan.st.zst"
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o "$out/pruned.st.zst"

@@ -48,24 +48,54 @@ public struct TaylorOptions: Sendable, Equatable {
 ///   equal:     score = (f̂ + ĝ) / 2          fine: score = f̂          coarse: score = ĝ
 public struct HyWIAOptions: Sendable, Equatable {
     public enum Fusion: String, CaseIterable, Sendable { case adaptive, equal, fine, coarse }
+    /// How each granularity is made comparable with the other within a layer's channels of one
+    /// kind: divided by its mean (default), by its maximum, or replaced by its rank in [0, 1].
+    public enum Normalisation: String, CaseIterable, Sendable { case mean, max, rank }
     public var fusion: Fusion
     public var temperature: Double
+    public var normalisation: Normalisation
 
-    public init(fusion: Fusion = .adaptive, temperature: Double = 1) {
+    public init(fusion: Fusion = .adaptive, temperature: Double = 1, normalisation: Normalisation = .mean) {
         self.fusion = fusion
         self.temperature = temperature
+        self.normalisation = normalisation
     }
 
-    /// `fusion=adaptive;temperature=1.0` (the scores file's metadata `hywia`).
-    public var description: String { "fusion=\(fusion.rawValue);temperature=\(temperature)" }
+    /// `fusion=adaptive;temperature=1.0` (the scores file's metadata `hywia`), `;normalise=max` or
+    /// `rank` when not by the mean.
+    public var description: String {
+        "fusion=\(fusion.rawValue);temperature=\(temperature)" + (normalisation == .mean ? "" : ";normalise=\(normalisation.rawValue)")
+    }
+
+    /// One granularity's values made scale-free and still non-negative.
+    func normalised(_ x: [Double]) -> [Double] {
+        switch normalisation {
+        case .mean:
+            let mean = x.reduce(0, +) / Double(max(x.count, 1))
+            return mean > 0 ? x.map { $0 / mean } : x
+        case .max:
+            let top = x.max() ?? 0
+            return top > 0 ? x.map { $0 / top } : x
+        case .rank:
+            // (rank − 1)/(n − 1) ascending, ties sharing their mean rank.
+            guard x.count > 1 else { return x.map { _ in 1 } }
+            let order = x.indices.sorted { x[$0] < x[$1] }
+            var r = [Double](repeating: 0, count: x.count)
+            var i = 0
+            while i < order.count {
+                var j = i
+                while j + 1 < order.count && x[order[j + 1]] == x[order[i]] { j += 1 }
+                let mean = Double(i + j) / 2 / Double(x.count - 1)
+                for k in i...j { r[order[k]] = mean }
+                i = j + 1
+            }
+            return r
+        }
+    }
 
     /// The fused scores of one layer's channels of one kind.
     public func fuse(fine: [Double], coarse: [Double]) -> [Double] {
         precondition(fine.count == coarse.count)
-        func normalised(_ x: [Double]) -> [Double] {
-            let mean = x.reduce(0, +) / Double(max(x.count, 1))
-            return mean > 0 ? x.map { $0 / mean } : x
-        }
         let f = normalised(fine), g = normalised(coarse)
         switch fusion {
         case .fine: return f

@@ -43,6 +43,9 @@ struct Score: ParsableCommand {
     @Option(name: .long, help: "hywia: the softmax temperature τ of the adaptive fusion (> 0).")
     var temperature: Double = 1
 
+    @Option(name: .long, help: "hywia: each granularity divided by its layer mean (mean), by its maximum (max), or its rank in [0, 1] (rank).")
+    var normalise: String = "mean"
+
     @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions
 
@@ -58,15 +61,17 @@ struct Score: ParsableCommand {
             else {
                 throw UsageError("--order must be first, second or mix; --granularity vector or element; --reduce sum, mean, max, prod or first")
             }
-            guard let fusion = HyWIAOptions.Fusion(rawValue: fusion), temperature > 0, temperature.isFinite else {
-                throw UsageError("--fusion must be adaptive, equal, fine or coarse, and --temperature positive")
+            guard let fusion = HyWIAOptions.Fusion(rawValue: fusion), temperature > 0, temperature.isFinite,
+                  let normalisation = HyWIAOptions.Normalisation(rawValue: normalise)
+            else {
+                throw UsageError("--fusion must be adaptive, equal, fine or coarse, --temperature positive, --normalise mean, max or rank")
             }
             let model = try Model.open(self.model.model)
             let statsFile = try StatisticsFile(path: stats)
             let progress = Progress("score", total: model.config.numLayers, unit: "layers", quiet: common.quiet)
             try ScoresFile.write(path: output.output, model: model, stats: statsFile, metric: metric,
                                  taylor: TaylorOptions(order: order, granularity: granularity, reduce: reduce),
-                                 hywia: HyWIAOptions(fusion: fusion, temperature: temperature), metadata: standardMetadata(tool: "score"), progress: progress.update)
+                                 hywia: HyWIAOptions(fusion: fusion, temperature: temperature, normalisation: normalisation), metadata: standardMetadata(tool: "score"), progress: progress.update)
             progress.finish()
         }
     }

@@ -39,18 +39,25 @@ final class TaylorTests: XCTestCase {
 }
 
 /// HyWIA's fusion (docs/DESIGN.md "HyWIA") on the reference's element-wise and vector-wise Taylor
-/// values: each granularity divided by its layer mean, then fine, coarse, their mean, or the
-/// per-channel softmax mix; a large temperature tends to the mean, a small one to the larger.
+/// values: each granularity divided by its layer mean (or its maximum, or ranked), then fine, coarse,
+/// their mean, or the per-channel softmax mix; a large temperature tends to the mean, a small one to
+/// the larger.
 final class HyWIATests: XCTestCase {
     func testFusionOfTheReferenceGranularities() throws {
         let model = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
         let stats = try StatisticsFile(path: Fixtures.url("taylor/tiny_uniform_taylor.safetensors").path)
         let ref = try TensorFile(path: stats.path)
         func normalised(_ x: [Double]) -> [Double] { let m = x.reduce(0, +) / Double(x.count); return x.map { $0 / m } }
+        func byMax(_ x: [Double]) -> [Double] { let m = x.max()!; return x.map { $0 / m } }
+        // The fraction of the other values below, ties counted half (the mean rank, scaled to [0, 1]).
+        func ranks(_ x: [Double]) -> [Double] {
+            x.map { v in (Double(x.filter { $0 < v }.count) + Double(x.filter { $0 == v }.count - 1) / 2) / Double(x.count - 1) }
+        }
         for l in 0..<model.config.numLayers {
             for kind in ["attention", "mlp"] {
-                let f = normalised(try ref.doubles("score.mix.element.mean.\(l).\(kind)"))
-                let g = normalised(try ref.doubles("score.mix.vector.mean.\(l).\(kind)"))
+                let fine = try ref.doubles("score.mix.element.mean.\(l).\(kind)")
+                let coarse = try ref.doubles("score.mix.vector.mean.\(l).\(kind)")
+                let f = normalised(fine), g = normalised(coarse)
                 let expected: [(HyWIAOptions, [Double])] = [
                     (HyWIAOptions(fusion: .fine), f), (HyWIAOptions(fusion: .coarse), g),
                     (HyWIAOptions(fusion: .equal), zip(f, g).map { ($0 + $1) / 2 }),
@@ -60,6 +67,11 @@ final class HyWIATests: XCTestCase {
                     }),
                     (HyWIAOptions(fusion: .adaptive, temperature: 1e9), zip(f, g).map { ($0 + $1) / 2 }),
                     (HyWIAOptions(fusion: .adaptive, temperature: 1e-6), zip(f, g).map { max($0, $1) }),
+                    (HyWIAOptions(fusion: .equal, normalisation: .max), zip(byMax(fine), byMax(coarse)).map { ($0 + $1) / 2 }),
+                    (HyWIAOptions(fusion: .fine, normalisation: .rank), ranks(fine)),
+                    (HyWIAOptions(fusion: .adaptive, normalisation: .rank), zip(ranks(fine), ranks(coarse)).map { a, b in
+                        (exp(a) * a + exp(b) * b) / (exp(a) + exp(b))
+                    }),
                 ]
                 for (options, want) in expected {
                     let s = try Scoring.score(.hywia, layer: l, weights: try model.layer(l), stats: stats, windows: 3,

@@ -39,6 +39,15 @@ final class GradientToolTests: XCTestCase {
                                       "-o", fused, "--quiet"])
         XCTAssertEqual(h.status, 0, h.stderr)
         XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=equal;temperature=1.0")
+        let ranked = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--normalise", "rank",
+                                           "-o", fused, "--quiet"])
+        XCTAssertEqual(ranked.status, 0, ranked.stderr)
+        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=adaptive;temperature=1.0;normalise=rank")
+        let bad = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--normalise", "median",
+                                        "-o", path("refused.st"), "--quiet"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--normalise mean, max or rank"), bad.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("refused.st")))
 
         // Gradients of another loss: the same file with its loss renamed.
         let file = try TensorFile(path: path("first.st"))
