@@ -61,6 +61,8 @@ public enum Restoration {
         var newW = plain.map(Double.init)
         var delta = [Double](repeating: 0, count: out)  // b' − b
         var fellBack = false
+        var rTilde: [Double]?  // least squares: W·[G[:, K] (, s)] before the solve, for the error after
+        var ridge = 0.0
         switch method {
         case .bias:
             for i in 0..<out {
@@ -101,6 +103,8 @@ public enum Restoration {
                     }
                 }
             }
+            rTilde = rMat
+            ridge = lambda
             if LinearAlgebra.solveRightSPD(&a, n: m, &rMat, rows: out) {
                 for i in 0..<out { for q in 0..<k { newW[i * k + q] = rMat[i * m + q] } }
                 if method == .biasLSQ { for i in 0..<out { delta[i] = rMat[i * m + k] } }
@@ -111,8 +115,11 @@ public enum Restoration {
 
         var before: Double? = nil, after: Double? = nil
         if let g {
-            before = error(w: wd, out: out, inF: inF, kept: kept, newW: plain.map(Double.init), delta: [Double](repeating: 0, count: out), n: n, s: s, g: g)
-            after = error(w: wd, out: out, inF: inF, kept: kept, newW: newW, delta: delta, n: n, s: s, g: g)
+            let e = errors(w: wd, out: out, inF: inF, kept: kept, dropped: dropped, g: g, s: s, n: n, delta: delta,
+                           solved: fellBack ? nil : rTilde.map { r in (r: r, p: newW, delta: delta, ridge: ridge) },
+                           biasColumn: method == .biasLSQ)
+            before = e.before
+            after = fellBack ? e.before : e.after
             if let b = before, let a = after, !(a <= b * (1 + 1e-9) + 1e-12) { fellBack = true }
         }
         if fellBack {
@@ -122,32 +129,69 @@ public enum Restoration {
         return RestoreResult(weight: newW.map(Float.init), bias: outBias, errorBefore: before, errorAfter: after)
     }
 
-    /// Σ_t ‖W x_t − W' x_{K,t} − δ‖² from the Gram matrix, the sum and the count.
-    static func error(w: [Double], out: Int, inF: Int, kept: [Int], newW: [Double], delta: [Double], n: Double,
-                      s: [Double], g: [Double]) -> Double {
-        let k = kept.count
-        // Full input-space weight difference D = W − scatter(W') [out, inF]; error = tr(D G Dᵀ) − 2δᵀ(D s) + n‖δ‖².
-        var d = w
-        for i in 0..<out { for (q, c) in kept.enumerated() { d[i * inF + c] -= newW[i * k + q] } }
-        var dg = [Double](repeating: 0, count: out * inF)
-        if out > 0 && inF > 0 {
-            d.withUnsafeBufferPointer { dp in
-                g.withUnsafeBufferPointer { gp in
-                    dg.withUnsafeMutableBufferPointer { op in
-                        BLAS.dgemm(transA: false, transB: false, M: out, N: inF, K: inF, alpha: 1, a: dp.baseAddress!, lda: inF,
-                                   b: gp.baseAddress!, ldb: inF, beta: 0, c: op.baseAddress!, ldc: inF)
+    /// Σ_t ‖W x_t − W' x_{K,t} − δ‖² from the Gram matrix G, the sum s and the count n, before (W' = W_K,
+    /// δ = 0) and after. With D = W − scatter(W') the error is tr(D G Dᵀ) − 2δᵀDs + n‖δ‖²; computed from
+    /// G's blocks (K kept, R dropped) so that no [out, inF]·[inF, inF] product is needed:
+    ///   before = tr(W_R G_RR W_Rᵀ);
+    ///   bias (W' = W_K): before − 2δᵀ W_R s_R + n‖δ‖²;
+    ///   least squares, P̃ = [W' (, δ)] solving P̃ (Ã₀ + λI_K) = R̃ = W·[G[:, K] (, s)]:
+    ///     tr(W G Wᵀ) − Σ P̃⊙R̃ − λ‖W'‖², with tr(W G Wᵀ) = Σ W_K⊙R̃_K + Σ W_R⊙(W G[:, R]).
+    /// Costs out·inF·|R| (plus out·|K| for the sums) instead of 2·out·inF².
+    static func errors(w: [Double], out: Int, inF: Int, kept: [Int], dropped: [Int], g: [Double], s: [Double], n: Double,
+                       delta: [Double], solved: (r: [Double], p: [Double], delta: [Double], ridge: Double)?,
+                       biasColumn: Bool) -> (before: Double, after: Double) {
+        let k = kept.count, r = dropped.count
+        // W_R [out, r], G_RR [r, r], G_KR [k, r], W_K [out, k]
+        var wR = [Double](repeating: 0, count: out * r)
+        var wK = [Double](repeating: 0, count: out * k)
+        for i in 0..<out {
+            for (j, c) in dropped.enumerated() { wR[i * r + j] = w[i * inF + c] }
+            for (q, c) in kept.enumerated() { wK[i * k + q] = w[i * inF + c] }
+        }
+        var gRR = [Double](repeating: 0, count: r * r)
+        for (a, ca) in dropped.enumerated() { for (b, cb) in dropped.enumerated() { gRR[a * r + b] = g[ca * inF + cb] } }
+        // X = W_R G_RR, then (least squares) W G[:, R] = X + W_K G_KR
+        var x = [Double](repeating: 0, count: out * r)
+        func gemm(_ a: [Double], _ b: [Double], _ c: inout [Double], M: Int, N: Int, K: Int, beta: Double) {
+            guard M > 0 && N > 0 && K > 0 else { return }
+            a.withUnsafeBufferPointer { ap in
+                b.withUnsafeBufferPointer { bp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        BLAS.dgemm(transA: false, transB: false, M: M, N: N, K: K, alpha: 1, a: ap.baseAddress!, lda: K,
+                                   b: bp.baseAddress!, ldb: N, beta: beta, c: cp.baseAddress!, ldc: N)
                     }
                 }
             }
         }
-        var e = 0.0
-        for i in 0..<(out * inF) { e += dg[i] * d[i] }
-        for i in 0..<out {
-            var ds = 0.0
-            for c in 0..<inF { ds += d[i * inF + c] * s[c] }
-            e += -2 * delta[i] * ds + n * delta[i] * delta[i]
+        gemm(wR, gRR, &x, M: out, N: r, K: r, beta: 0)
+        var before = 0.0
+        for i in 0..<(out * r) { before += wR[i] * x[i] }
+        before = max(before, 0)
+        guard let solved else {
+            // W' = W_K, δ the bias method's (or zero)
+            var e = before
+            for i in 0..<out where delta[i] != 0 {
+                var ds = 0.0
+                for (j, c) in dropped.enumerated() { ds += wR[i * r + j] * s[c] }
+                e += -2 * delta[i] * ds + n * delta[i] * delta[i]
+            }
+            return (before, max(e, 0))
         }
-        return max(e, 0)
+        var gKR = [Double](repeating: 0, count: k * r)
+        for (q, cq) in kept.enumerated() { for (j, c) in dropped.enumerated() { gKR[q * r + j] = g[cq * inF + c] } }
+        gemm(wK, gKR, &x, M: out, N: r, K: k, beta: 1)  // x = W G[:, R]
+        let m = biasColumn ? k + 1 : k
+        var total = 0.0, explained = 0.0, ridgeNorm = 0.0
+        for i in 0..<out {
+            for q in 0..<k {
+                total += wK[i * k + q] * solved.r[i * m + q]
+                explained += solved.p[i * k + q] * solved.r[i * m + q]
+                ridgeNorm += solved.p[i * k + q] * solved.p[i * k + q]
+            }
+            if biasColumn { explained += solved.delta[i] * solved.r[i * m + k] }
+            for j in 0..<r { total += wR[i * r + j] * x[i * r + j] }
+        }
+        return (before, max(total - explained - solved.ridge * ridgeNorm, 0))
     }
 }
 
