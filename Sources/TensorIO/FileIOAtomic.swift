@@ -83,13 +83,56 @@ private func currentUmask() -> mode_t {
 /// Removes `.BASE.tmp-PID-XXXXXX` files in `folder` whose writer PID no longer runs: what a
 /// writer killed by SIGKILL (which no handler sees) left behind. Temporaries of live processes,
 /// including another run writing the same output now, are left alone.
+/// Directories (an output folder being written) go whole; a directory output's previous version
+/// set aside as `….old` while the new one moved in is put back when the output is missing (the
+/// writer died between the two renames), else removed.
 func removeStaleTemporaries(folder: String, base: String) {
     let prefix = ".\(base).tmp-"
-    guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
-    for name in names where name.hasPrefix(prefix) {
+    let fm = FileManager.default
+    guard let names = try? fm.contentsOfDirectory(atPath: folder) else { return }
+    for name in names.sorted() where name.hasPrefix(prefix) {
         let rest = name.dropFirst(prefix.count)
         guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0 else { continue }
-        if kill(pid, 0) != 0 && errno == ESRCH { unlink("\(folder)/\(name)") }
+        guard kill(pid, 0) != 0 && errno == ESRCH else { continue }
+        let path = "\(folder)/\(name)", target = "\(folder)/\(base)"
+        if name.hasSuffix(".old") && !fm.fileExists(atPath: target) {
+            _ = rename(path, target)
+        } else {
+            try? fm.removeItem(atPath: path)
+        }
+    }
+}
+
+/// Writes a directory output as a whole: `write` fills a fresh `.BASE.tmp-PID-XXXXXX` folder beside
+/// `directory`, which then replaces it (the old version is set aside, the new one renamed in, the
+/// old one removed). A failure removes the temporary; what a killed writer left is cleaned up by
+/// the next call for the same output.
+public func writeDirectoryAtomically(_ directory: String, _ write: (String) throws -> Void) throws {
+    let trimmed = directory.hasSuffix("/") && directory.count > 1 ? String(directory.dropLast()) : directory
+    let folder = (trimmed as NSString).deletingLastPathComponent
+    let parent = folder.isEmpty ? "." : folder
+    let base = (trimmed as NSString).lastPathComponent
+    removeStaleTemporaries(folder: parent, base: base)
+    var template = Array("\(parent)/.\(base).tmp-\(getpid())-XXXXXX".utf8CString)
+    guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
+        throw TensorIOError.io("\(directory): cannot create a directory beside it (\(String(cString: strerror(errno))))")
+    }
+    let temporary = String(cString: made)
+    let fm = FileManager.default
+    do {
+        try write(temporary)
+        if fm.fileExists(atPath: trimmed) {
+            let old = temporary + ".old"
+            guard rename(trimmed, old) == 0, rename(temporary, trimmed) == 0 else {
+                throw TensorIOError.io("\(directory): cannot replace it (\(String(cString: strerror(errno))))")
+            }
+            try? fm.removeItem(atPath: old)
+        } else if rename(temporary, trimmed) != 0 {
+            throw TensorIOError.io("\(directory): cannot create it (\(String(cString: strerror(errno))))")
+        }
+    } catch {
+        try? fm.removeItem(atPath: temporary)
+        throw error
     }
 }
 

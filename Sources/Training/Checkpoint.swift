@@ -108,15 +108,7 @@ public enum PEFTAdapters {
                 throw TrainingError("\(directory) exists and holds other files than adapters; not replacing it", kind: .io)
             }
         }
-        let parent = (directory as NSString).deletingLastPathComponent
-        let temporary = (parent.isEmpty ? "." : parent) + "/." + (directory as NSString).lastPathComponent + ".tmp-\(getpid())"
-        try? fm.removeItem(atPath: temporary)
-        do {
-            try fm.createDirectory(atPath: temporary, withIntermediateDirectories: false)
-        } catch {
-            throw TrainingError("\(directory): cannot create a directory beside it (\(error.localizedDescription))", kind: .io)
-        }
-        do {
+        try writeDirectoryAtomically(directory) { temporary in
             let named = adapters.named
             let writer = try TensorFileWriter(
                 path: temporary + "/adapter_model.safetensors",
@@ -129,17 +121,6 @@ public enum PEFTAdapters {
                 }
             }
             try writeText(config(adapters, options: options, baseModel: baseModel), to: temporary + "/adapter_config.json")
-            if fm.fileExists(atPath: directory) {
-                let old = temporary + ".old"
-                try fm.moveItem(atPath: directory, toPath: old)
-                try fm.moveItem(atPath: temporary, toPath: directory)
-                try? fm.removeItem(atPath: old)
-            } else {
-                try fm.moveItem(atPath: temporary, toPath: directory)
-            }
-        } catch {
-            try? fm.removeItem(atPath: temporary)
-            throw error
         }
     }
 

@@ -267,6 +267,49 @@ final class HardeningTests: XCTestCase {
         XCTAssertTrue(FileManager.default.fileExists(atPath: other))  // another output's
     }
 
+    /// A directory output (finetune --adapters-only): a killed writer's `.DIR.tmp-PID-XXXXXX` folder
+    /// is removed by the next run; a previous version it had set aside (`….old`) comes back when the
+    /// output is missing (killed between the two renames), and is removed when the output is there.
+    func testStaleDirectoryTemporariesAreRemovedOrRestored() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ n: String) -> String { dir.appendingPathComponent(n).path }
+        let fm = FileManager.default
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        let pid = gone.processIdentifier
+        try writeTokenWindows(path("w.st"), N: 8, T: 16, vocabulary: 97, seed: 3)
+        let finetune = ["--model", tiny, "--tokens", path("w.st"), "--batch", "2", "--micro-batch", "2", "--steps", "1", "--adapters-only", "--quiet"]
+
+        // Killed while writing: a half-written folder beside an existing output.
+        try fm.createDirectory(atPath: path(".peft.tmp-\(pid)-abc123"), withIntermediateDirectories: false)
+        XCTAssertTrue(fm.createFile(atPath: path(".peft.tmp-\(pid)-abc123/adapter_model.safetensors"), contents: Data(count: 100)))
+        let live = path(".peft.tmp-\(getpid())-def456")
+        try fm.createDirectory(atPath: live, withIntermediateDirectories: false)
+        var r = try runTool("finetune", finetune + ["-o", path("peft")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertFalse(fm.fileExists(atPath: path(".peft.tmp-\(pid)-abc123")))
+        XCTAssertTrue(fm.fileExists(atPath: live))  // a running process's
+        try fm.removeItem(atPath: live)
+
+        // Killed between the renames: the output missing, its previous version set aside.
+        try fm.moveItem(atPath: path("peft"), toPath: path(".peft.tmp-\(pid)-ghi789.old"))
+        try writeDirectoryAtomically(path("other")) { _ in }  // another output's call leaves it alone
+        XCTAssertTrue(fm.fileExists(atPath: path(".peft.tmp-\(pid)-ghi789.old")))
+        struct Stop: Error {}
+        XCTAssertThrowsError(try writeDirectoryAtomically(path("peft")) { _ in throw Stop() })  // cleans up, then fails
+        XCTAssertTrue(fm.fileExists(atPath: path("peft/adapter_config.json")), "the set-aside version is back")
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".peft") }, [])
+
+        // Set aside with the output present (killed after the second rename): removed.
+        try fm.createDirectory(atPath: path(".peft.tmp-\(pid)-jkl012.old"), withIntermediateDirectories: false)
+        r = try runTool("finetune", finetune + ["-o", path("peft")])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try fm.contentsOfDirectory(atPath: dir.path).filter { $0.hasPrefix(".peft") }, [])
+        XCTAssertEqual(Set(try fm.contentsOfDirectory(atPath: path("peft"))), ["adapter_model.safetensors", "adapter_config.json"])
+    }
+
     /// A full disk (a 200 KB tmpfs, where the machine lets the tests mount one): one line, exit 74,
     /// and no partial file or directory left.
     func testFullDiskLeavesNothing() throws {
