@@ -65,24 +65,18 @@ public final class GradientSums {
             let slot = slots[l][k], n = slot.rows * slot.cols
             let range = slot.offset..<(slot.offset + n)
             let bad = g.linear(p).weight.withUnsafeBufferPointer { src -> (Int, Float, Bool)? in
-                let a = sums.withSlice(range) { dst -> (Int, Float)? in
-                    var firstBad: (Int, Float)?
-                    for i in 0..<n {
-                        dst[i] += src[i]
-                        if firstBad == nil && !dst[i].isFinite { firstBad = (i, dst[i]) }
+                // Adds the gradient (or its square) into a store; the first element that is not finite.
+                func accumulate(_ store: ScratchFloats, squared: Bool) -> (Int, Float, Bool)? {
+                    store.withSlice(range) { dst -> (Int, Float, Bool)? in
+                        var firstBad: (Int, Float, Bool)?
+                        for i in 0..<n {
+                            dst[i] += squared ? src[i] * src[i] : src[i]
+                            if firstBad == nil && !dst[i].isFinite { firstBad = (i, dst[i], squared) }
+                        }
+                        return firstBad
                     }
-                    return firstBad
                 }
-                if let a { return (a.0, a.1, false) }
-                guard let squares else { return nil }
-                return squares.withSlice(range) { dst -> (Int, Float, Bool)? in
-                    var firstBad: (Int, Float, Bool)?
-                    for i in 0..<n {
-                        dst[i] += src[i] * src[i]
-                        if firstBad == nil && !dst[i].isFinite { firstBad = (i, dst[i], true) }
-                    }
-                    return firstBad
-                }
+                return accumulate(sums, squared: false) ?? squares.flatMap { accumulate($0, squared: true) }
             }
             if let (i, value, squared) = bad, (l, k) < (nonFinite?.layer ?? .max, nonFinite?.projection ?? .max) {
                 nonFinite = (l, k, CalibrationError("\(squared ? "squared gradient" : "gradient") of \(TensorNames.weight(l, p)) is \(value) at element \(i) (layer \(l)): the loss diverged on these windows"))

@@ -247,16 +247,6 @@ public final class PointStatistics {
             }
         }
     }
-
-    /// The Gram matrix with both triangles.
-    func symmetrisedGram() -> [Double]? {
-        guard var g = gram else { return nil }
-        let n = width
-        for i in 0..<n {
-            for j in 0..<i { g[i * n + j] = g[j * n + i] }
-        }
-        return g
-    }
 }
 
 /// CFSP's block statistics: how far a block turns each token's hidden state.
@@ -379,8 +369,9 @@ public final class LayerStatistics {
         case .sum: return s.sum
         case .sumsq: return s.sumsq
         case .gram:
-            guard layout.gramPoints.contains(p), let g = s.symmetrisedGram() else { return nil }
-            return layout.gramDType == .F32 ? g.map { Double(Float($0)) } : g
+            guard layout.gramPoints.contains(p), s.gram != nil else { return nil }
+            s.symmetriseGram()  // idempotent: the lower triangle is only ever written from the upper
+            return layout.gramDType == .F32 ? s.gram!.map { Double(Float($0)) } : s.gram!
         case .fluctuation:
             guard p.hasFluctuation, layout.complete else { return nil }
             return flapFluctuation(windowSum: s.windowSum!, windowSumsq: s.windowSumsq!, windows: layout.windows,
