@@ -6,7 +6,7 @@
 # default out/NAME-RATIO, out/NAME-RATIO-seq or -onepass when SEQUENTIAL differs from the pipeline's default), SEQLENS (evaluation window lengths, default "2048 128"),
 # LIMIT (evaluate only the first N windows, default all; SEQLENS=none skips perplexity), TASKS (zero-shot
 # tasks for evaluate --tasks, e.g. "all"; default none), TASK_LIMIT (the first N items of each task), THREADS, CACHE (default out/cache: calibration
-# statistics and dense evaluations are kept there, keyed by the contents of the model file, the data and the tool's
+# statistics and evaluations are kept there, keyed by the contents of the model file, the data and the tool's
 # binary and by the arguments, and reused by later runs; CACHE=none turns it off).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,27 +93,30 @@ calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model i
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
 
-evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T (the dense model's results come from the cache)
+# Evaluations are cached too, keyed by the evaluated file's contents (the dense model's by its source): a pruned
+# model that another run already made and evaluated, byte for byte, is not evaluated again.
+eval_key() {  # MODEL LABEL DATA -- ARG... → the cache key of an evaluation
+    local file="$1" prefix=eval
+    [[ "$2" == dense ]] && { file="$model"; prefix=dense; }
+    [[ "$2" == dense && "$3" == "$data/tasks" ]] && prefix=tasks
+    [[ "$2" != dense && "$3" == "$data/tasks" ]] && prefix=eval-tasks
+    shift 2
+    echo "$prefix-$(cache_key "$file" "$@")"
+}
+
+evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T
     for T in $seqlens; do
-        local run=("$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen "$T" "${limit[@]}" "${threads[@]}" --json --quiet)
-        if [[ "$2" == dense ]]; then
-            cached "dense-$(cache_key "$model" "$data/wikitext-2-raw/wiki.test.raw" "$bin/evaluate" -- "$T" "${limit[@]}" "${threads[@]}")" "$out/$2-$T.json" \
-                sh -c '"$@" > "$0"' "$out/$2-$T.json" "${run[@]}"
-        else
-            "${run[@]}" > "$out/$2-$T.json"
-        fi
+        cached "$(eval_key "$1" "$2" "$data/wikitext-2-raw/wiki.test.raw" "$bin/evaluate" -- "$T" "${limit[@]}" "${threads[@]}")" \
+            "$out/$2-$T.json" sh -c '"$@" > "$0"' "$out/$2-$T.json" \
+            "$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen "$T" "${limit[@]}" "${threads[@]}" --json --quiet
     done
 }
 
-evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json (the dense model's results come from the cache)
+evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json
     [[ -n "$tasks" ]] || return 0
-    local run=("$bin/evaluate" --model "$1" --tasks "$tasks" "${task_limit[@]}" "${threads[@]}" --json --quiet)
-    if [[ "$2" == dense ]]; then
-        cached "tasks-$(cache_key "$model" "$data/tasks" "$bin/evaluate" -- "$tasks" "${task_limit[@]}" "${threads[@]}")" \
-            "$out/$2-tasks.json" sh -c '"$@" > "$0"' "$out/$2-tasks.json" "${run[@]}"
-    else
-        "${run[@]}" > "$out/$2-tasks.json"
-    fi
+    cached "$(eval_key "$1" "$2" "$data/tasks" "$bin/evaluate" -- "$tasks" "${task_limit[@]}" "${threads[@]}")" \
+        "$out/$2-tasks.json" sh -c '"$@" > "$0"' "$out/$2-tasks.json" \
+        "$bin/evaluate" --model "$1" --tasks "$tasks" "${task_limit[@]}" "${threads[@]}" --json --quiet
 }
 
 summary() {
