@@ -272,12 +272,17 @@ public struct Calibrator {
             let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
             x = try runner.embed(ids, embedding: try model.embedding())
         }
-        var residual: Buffer?  // the post-attention residual, for layers whose attention stays whole
+        // The post-attention residual, for layers whose attention stays whole: as large as the
+        // activations, so beyond 1 GiB in a temporary file (written and read once a layer, far
+        // cheaper than the attention it saves at 7B).
+        var residual: ScratchFloats?
         for l in first..<L {
             let w = try model.layer(l)
             let stats = LayerStatistics(layer: l, config: c, layout: layout, windowLength: T)
             let reuse = try pruner.keepsAttentionWhole(layer: l)
-            if reuse && residual == nil { residual = Buffer(count: rows * C) }
+            if reuse && residual == nil {
+                residual = try ScratchFloats(count: rows * C, memoryLimit: 1 << 30, name: "the post-attention residual")
+            }
             // The dense layer on a copy of the input, for the statistics: down_proj's output is
             // not needed (its input is the last tap).
             try runner.runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: false, part: .untilDown,

@@ -87,15 +87,16 @@ public final class Runner {
     /// `blockOutput` event: the rows are not the block's output) and stores each batch's
     /// post-attention residual h into `residual` [rows, C] when given; `.mlp` runs the MLP half from
     /// those h (in place: x's rows are shown as `blockInput`, then replaced by h and the MLP added).
+    /// The residual may live in a temporary file (`ScratchFloats`): it is as large as x.
     public func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
-                         inPlace: Bool = true, part: BlockPart = .whole, residual: Buffer? = nil,
+                         inPlace: Bool = true, part: BlockPart = .whole, residual: ScratchFloats? = nil,
                          events: ((LayerEvent) throws -> Void)?) throws {
         try runLayer(w, config: c, layer: l, x: x, rows: rows, windowLength: T, inPlace: inPlace, part: part, residual: residual,
                      scratch: BlockScratch(), events: events)
     }
 
     func runLayer(_ w: LayerWeights, config c: LlamaConfig, layer l: Int, x: Buffer, rows: Int, windowLength T: Int,
-                  inPlace: Bool = true, part: BlockPart = .whole, residual: Buffer? = nil, scratch: BlockScratch,
+                  inPlace: Bool = true, part: BlockPart = .whole, residual: ScratchFloats? = nil, scratch: BlockScratch,
                   events: ((LayerEvent) throws -> Void)?) throws {
         precondition(part != .mlp || (residual != nil && inPlace), "the MLP half runs in place from the stored residual")
         let batch = max(T, batchRows / T * T)
@@ -109,11 +110,13 @@ public final class Runner {
                 rowsPointer = copy.pointer
             }
             try events?(.blockInput(rows: rowsPointer, first: start, count: R))
-            if part == .mlp, let residual { rowsPointer.update(from: residual.pointer + start * C, count: R * C) }
+            if part == .mlp, let residual {
+                residual.withSlice(start * C..<(start + R) * C) { rowsPointer.update(from: $0.baseAddress!, count: R * C) }
+            }
             try runBlock(w, x: rowsPointer, rows: R, layout: .windows(length: T), config: c, layer: l,
                          rotary: rotary, scratch: scratch, part: part, observe: events.map { f in { try f(.tap($0, first: start)) } })
             if part == .untilDown {
-                if let residual { (residual.pointer + start * C).update(from: rowsPointer, count: R * C) }
+                residual?.withSlice(start * C..<(start + R) * C) { $0.baseAddress!.update(from: rowsPointer, count: R * C) }
             } else {
                 try events?(.blockOutput(rows: rowsPointer, first: start, count: R))
             }
