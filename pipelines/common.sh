@@ -93,15 +93,28 @@ calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model i
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
 
-# Evaluations are cached too, keyed by the evaluated file's contents (the dense model's by its source): a pruned
-# model that another run already made and evaluated, byte for byte, is not evaluated again.
-eval_key() {  # MODEL LABEL DATA -- ARG... → the cache key of an evaluation
-    local file="$1" prefix=eval
-    [[ "$2" == dense ]] && { file="$model"; prefix=dense; }
-    [[ "$2" == dense && "$3" == "$data/tasks" ]] && prefix=tasks
-    [[ "$2" != dense && "$3" == "$data/tasks" ]] && prefix=eval-tasks
-    shift 2
-    echo "$prefix-$(cache_key "$file" "$@")"
+# Evaluations are cached too, the dense model's by its source file, any other by the model's fingerprint (its
+# weights and configuration; the file's bytes also hold the paths it was made with): a pruned model that another run
+# already made and evaluated — a recovery run's, say — is not evaluated again.
+model_fingerprint() {  # MODEL FILE (.st or .st.zst) → the fingerprint in its header
+    { if [[ "$1" == *.zst ]]; then zstd -dcq "$1" 2> /dev/null || true; else cat "$1"; fi; } | python3 -c '
+import json, struct, sys
+f = sys.stdin.buffer
+n = struct.unpack("<Q", f.read(8))[0]
+print(json.loads(f.read(n))["__metadata__"]["fingerprint"])'
+}
+eval_key() {  # MODEL LABEL DATA BINARY -- ARG... → the cache key of an evaluation
+    local file="$1" label="$2" data_file="$3"
+    shift 3
+    if [[ "$label" == dense ]]; then
+        local prefix=dense
+        [[ "$data_file" == "$data/tasks" ]] && prefix=tasks
+        echo "$prefix-$(cache_key "$model" "$data_file" "$@")"
+    else
+        local prefix=eval
+        [[ "$data_file" == "$data/tasks" ]] && prefix=eval-tasks
+        echo "$prefix-$(cache_key "$data_file" "$@" "fingerprint=$(model_fingerprint "$file")")"
+    fi
 }
 
 evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T
@@ -160,7 +173,16 @@ if tasks:
 PY
 }
 
-"$bin/convert" "$model" -o "$out/dense.st" --quiet
+# The dense model as a PruneKit file: converted once into the cache and hard-linked into each run's folder (every
+# run would otherwise hold its own 0.5 GB copy of SmolLM2); a copy where no link can be made.
+if [[ "$cache" != none ]]; then
+    dense_key="model-$(cache_key "$model" "$bin/convert" --)"
+    [[ -f "$cache/$dense_key" ]] || { "$bin/convert" "$model" -o "$cache/$dense_key.tmp" --quiet && mv "$cache/$dense_key.tmp" "$cache/$dense_key"; }
+    rm -f "$out/dense.st"
+    ln "$cache/$dense_key" "$out/dense.st" 2> /dev/null || cp "$cache/$dense_key" "$out/dense.st"
+else
+    "$bin/convert" "$model" -o "$out/dense.st" --quiet
+fi
 start=$(date +%s)
 rm -f "$out/calibrate.rss" "$out/dense-stats.st.zst" "$out/budgets.st.zst"
 run_pipeline
