@@ -2,17 +2,17 @@
 # HyWIA (Liu et al., AAAI 2025): LLM-Pruner's setting (pipelines/llm-pruner.sh: 10 windows of 64 tokens, the
 # gradient of the mean language-model loss, block-wise pruning of the same fraction in its scaled layer range,
 # attention by query heads) with the importance of each channel fused from two granularities of the same
-# first-order Taylor salience: fine (element-wise Σ|W⊙G|) and coarse (vector-wise |ΣW⊙G|), each divided by its
-# layer mean and mixed by softmax weights over the two (score --metric hywia). The paper publishes no code:
+# first-order Taylor salience: fine (element-wise Σ|W⊙G|) and coarse (vector-wise |ΣW⊙G|), each replaced by its
+# rank in the layer and mixed by softmax weights over the two (score --metric hywia). The paper publishes no code:
 # docs/DESIGN.md "HyWIA" gives our design and the README the ablation behind it. FUSION (adaptive, equal, fine,
-# coarse; default adaptive), TEMPERATURE (default 1) and NORMALISE (mean, max or rank; default mean) select the
+# coarse; default adaptive), TEMPERATURE (default 1) and NORMALISE (rank, mean or max; default rank) select the
 # variant; OUT defaults to out/hywia-RATIO, or out/hywia-FUSION-tTEMPERATURE[-NORMALISE]-RATIO for another one. LoRA recovery with RECOVER=STEPS. Usage: see pipelines/common.sh.
 NAME=hywia
 fusion="${FUSION:-adaptive}"
 temperature="${TEMPERATURE:-1}"
-normalise="${NORMALISE:-mean}"
+normalise="${NORMALISE:-rank}"
 variant="$fusion-t$temperature"
-[[ "$normalise" == mean ]] || variant="$variant-$normalise"
+[[ "$normalise" == rank ]] || variant="$variant-$normalise"
 [[ "$variant" == adaptive-t1 ]] || OUT="${OUT:-$(dirname "$0")/../out/hywia-$variant-${2:-0.2}}"
 run_pipeline() {
     calibrate_stats --samples 10 --seqlen 64 --gradients first

@@ -49,22 +49,22 @@ public struct TaylorOptions: Sendable, Equatable {
 public struct HyWIAOptions: Sendable, Equatable {
     public enum Fusion: String, CaseIterable, Sendable { case adaptive, equal, fine, coarse }
     /// How each granularity is made comparable with the other within a layer's channels of one
-    /// kind: divided by its mean (default), by its maximum, or replaced by its rank in [0, 1].
+    /// kind: replaced by its rank in [0, 1] (default: the README's ablation), divided by its mean,
+    /// or by its maximum.
     public enum Normalisation: String, CaseIterable, Sendable { case mean, max, rank }
     public var fusion: Fusion
     public var temperature: Double
     public var normalisation: Normalisation
 
-    public init(fusion: Fusion = .adaptive, temperature: Double = 1, normalisation: Normalisation = .mean) {
+    public init(fusion: Fusion = .adaptive, temperature: Double = 1, normalisation: Normalisation = .rank) {
         self.fusion = fusion
         self.temperature = temperature
         self.normalisation = normalisation
     }
 
-    /// `fusion=adaptive;temperature=1.0` (the scores file's metadata `hywia`), `;normalise=max` or
-    /// `rank` when not by the mean.
+    /// `fusion=adaptive;temperature=1.0;normalise=rank` (the scores file's metadata `hywia`).
     public var description: String {
-        "fusion=\(fusion.rawValue);temperature=\(temperature)" + (normalisation == .mean ? "" : ";normalise=\(normalisation.rawValue)")
+        "fusion=\(fusion.rawValue);temperature=\(temperature);normalise=\(normalisation.rawValue)"
     }
 
     /// One granularity's values made scale-free and still non-negative.

@@ -43,8 +43,8 @@ struct Score: ParsableCommand {
     @Option(name: .long, help: "hywia: the softmax temperature τ of the adaptive fusion (> 0).")
     var temperature: Double = 1
 
-    @Option(name: .long, help: "hywia: each granularity divided by its layer mean (mean), by its maximum (max), or its rank in [0, 1] (rank).")
-    var normalise: String = "mean"
+    @Option(name: .long, help: "hywia: each granularity replaced by its rank in the layer, in [0, 1] (rank), or divided by its layer mean (mean) or maximum (max).")
+    var normalise: String = "rank"
 
     @OptionGroup var output: OutputOption
     @OptionGroup var common: CommonOptions

@@ -59,17 +59,17 @@ final class HyWIATests: XCTestCase {
                 let coarse = try ref.doubles("score.mix.vector.mean.\(l).\(kind)")
                 let f = normalised(fine), g = normalised(coarse)
                 let expected: [(HyWIAOptions, [Double])] = [
-                    (HyWIAOptions(fusion: .fine), f), (HyWIAOptions(fusion: .coarse), g),
-                    (HyWIAOptions(fusion: .equal), zip(f, g).map { ($0 + $1) / 2 }),
-                    (HyWIAOptions(fusion: .adaptive, temperature: 0.5), zip(f, g).map { a, b in
+                    (HyWIAOptions(fusion: .fine, normalisation: .mean), f), (HyWIAOptions(fusion: .coarse, normalisation: .mean), g),
+                    (HyWIAOptions(fusion: .equal, normalisation: .mean), zip(f, g).map { ($0 + $1) / 2 }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 0.5, normalisation: .mean), zip(f, g).map { a, b in
                         let wa = exp(a / 0.5), wb = exp(b / 0.5)
                         return (wa * a + wb * b) / (wa + wb)
                     }),
-                    (HyWIAOptions(fusion: .adaptive, temperature: 1e9), zip(f, g).map { ($0 + $1) / 2 }),
-                    (HyWIAOptions(fusion: .adaptive, temperature: 1e-6), zip(f, g).map { max($0, $1) }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 1e9, normalisation: .mean), zip(f, g).map { ($0 + $1) / 2 }),
+                    (HyWIAOptions(fusion: .adaptive, temperature: 1e-6, normalisation: .mean), zip(f, g).map { max($0, $1) }),
                     (HyWIAOptions(fusion: .equal, normalisation: .max), zip(byMax(fine), byMax(coarse)).map { ($0 + $1) / 2 }),
                     (HyWIAOptions(fusion: .fine, normalisation: .rank), ranks(fine)),
-                    (HyWIAOptions(fusion: .adaptive, normalisation: .rank), zip(ranks(fine), ranks(coarse)).map { a, b in
+                    (HyWIAOptions(), zip(ranks(fine), ranks(coarse)).map { a, b in
                         (exp(a) * a + exp(b) * b) / (exp(a) + exp(b))
                     }),
                 ]

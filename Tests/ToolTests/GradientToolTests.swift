@@ -38,11 +38,11 @@ final class GradientToolTests: XCTestCase {
         let h = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--fusion", "equal",
                                       "-o", fused, "--quiet"])
         XCTAssertEqual(h.status, 0, h.stderr)
-        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=equal;temperature=1.0")
-        let ranked = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--normalise", "rank",
+        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=equal;temperature=1.0;normalise=rank")
+        let byMean = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--normalise", "mean",
                                            "-o", fused, "--quiet"])
-        XCTAssertEqual(ranked.status, 0, ranked.stderr)
-        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=adaptive;temperature=1.0;normalise=rank")
+        XCTAssertEqual(byMean.status, 0, byMean.stderr)
+        XCTAssertEqual(try TensorFile(path: fused).metadata["hywia"], "fusion=adaptive;temperature=1.0;normalise=mean")
         let bad = try runTool("score", ["--model", model, "--stats", path("first.st"), "--metric", "hywia", "--normalise", "median",
                                         "-o", path("refused.st"), "--quiet"])
         XCTAssertEqual(bad.status, 64, bad.stderr)
