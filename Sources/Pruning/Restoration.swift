@@ -93,16 +93,7 @@ public enum Restoration {
                 if method == .biasLSQ { bK[r * m + k] = s[r] }
             }
             var rMat = [Double](repeating: 0, count: out * m)
-            if m > 0 && out > 0 && inF > 0 {
-                wd.withUnsafeBufferPointer { wp in
-                    bK.withUnsafeBufferPointer { bp in
-                        rMat.withUnsafeMutableBufferPointer { rp in
-                            BLAS.dgemm(transA: false, transB: false, M: out, N: m, K: inF, alpha: 1, a: wp.baseAddress!, lda: inF,
-                                       b: bp.baseAddress!, ldb: m, beta: 0, c: rp.baseAddress!, ldc: m)
-                        }
-                    }
-                }
-            }
+            gemm(wd, bK, &rMat, M: out, N: m, K: inF, beta: 0)
             rTilde = rMat
             ridge = lambda
             if LinearAlgebra.solveRightSPD(&a, n: m, &rMat, rows: out) {
@@ -115,9 +106,8 @@ public enum Restoration {
 
         var before: Double? = nil, after: Double? = nil
         if let g {
-            let e = errors(w: wd, out: out, inF: inF, kept: kept, dropped: dropped, g: g, s: s, n: n, delta: delta,
-                           solved: fellBack ? nil : rTilde.map { r in (r: r, p: newW, delta: delta, ridge: ridge) },
-                           biasColumn: method == .biasLSQ)
+            let e = errors(w: wd, out: out, inF: inF, kept: kept, dropped: dropped, g: g, s: s, n: n, newW: newW, delta: delta,
+                           solved: fellBack ? nil : rTilde.map { (r: $0, ridge: ridge) }, biasColumn: method == .biasLSQ)
             before = e.before
             after = fellBack ? e.before : e.after
             if let b = before, let a = after, !(a <= b * (1 + 1e-9) + 1e-12) { fellBack = true }
@@ -137,8 +127,9 @@ public enum Restoration {
     ///   least squares, P̃ = [W' (, δ)] solving P̃ (Ã₀ + λI_K) = R̃ = W·[G[:, K] (, s)]:
     ///     tr(W G Wᵀ) − Σ P̃⊙R̃ − λ‖W'‖², with tr(W G Wᵀ) = Σ W_K⊙R̃_K + Σ W_R⊙(W G[:, R]).
     /// Costs out·inF·|R| (plus out·|K| for the sums) instead of 2·out·inF².
+    /// `newW` and `delta` are W' and δ; `solved` is present when they solve the least squares (R̃ and λ).
     static func errors(w: [Double], out: Int, inF: Int, kept: [Int], dropped: [Int], g: [Double], s: [Double], n: Double,
-                       delta: [Double], solved: (r: [Double], p: [Double], delta: [Double], ridge: Double)?,
+                       newW: [Double], delta: [Double], solved: (r: [Double], ridge: Double)?,
                        biasColumn: Bool) -> (before: Double, after: Double) {
         let k = kept.count, r = dropped.count
         // W_R [out, r], G_RR [r, r], G_KR [k, r], W_K [out, k]
@@ -152,17 +143,6 @@ public enum Restoration {
         for (a, ca) in dropped.enumerated() { for (b, cb) in dropped.enumerated() { gRR[a * r + b] = g[ca * inF + cb] } }
         // X = W_R G_RR, then (least squares) W G[:, R] = X + W_K G_KR
         var x = [Double](repeating: 0, count: out * r)
-        func gemm(_ a: [Double], _ b: [Double], _ c: inout [Double], M: Int, N: Int, K: Int, beta: Double) {
-            guard M > 0 && N > 0 && K > 0 else { return }
-            a.withUnsafeBufferPointer { ap in
-                b.withUnsafeBufferPointer { bp in
-                    c.withUnsafeMutableBufferPointer { cp in
-                        BLAS.dgemm(transA: false, transB: false, M: M, N: N, K: K, alpha: 1, a: ap.baseAddress!, lda: K,
-                                   b: bp.baseAddress!, ldb: N, beta: beta, c: cp.baseAddress!, ldc: N)
-                    }
-                }
-            }
-        }
         gemm(wR, gRR, &x, M: out, N: r, K: r, beta: 0)
         var before = 0.0
         for i in 0..<(out * r) { before += wR[i] * x[i] }
@@ -185,13 +165,26 @@ public enum Restoration {
         for i in 0..<out {
             for q in 0..<k {
                 total += wK[i * k + q] * solved.r[i * m + q]
-                explained += solved.p[i * k + q] * solved.r[i * m + q]
-                ridgeNorm += solved.p[i * k + q] * solved.p[i * k + q]
+                explained += newW[i * k + q] * solved.r[i * m + q]
+                ridgeNorm += newW[i * k + q] * newW[i * k + q]
             }
-            if biasColumn { explained += solved.delta[i] * solved.r[i * m + k] }
+            if biasColumn { explained += delta[i] * solved.r[i * m + k] }
             for j in 0..<r { total += wR[i * r + j] * x[i * r + j] }
         }
         return (before, max(total - explained - solved.ridge * ridgeNorm, 0))
+    }
+
+    /// c[M, N] = a[M, K] · b[K, N] + beta · c, row-major arrays (nothing for an empty product).
+    static func gemm(_ a: [Double], _ b: [Double], _ c: inout [Double], M: Int, N: Int, K: Int, beta: Double) {
+        guard M > 0 && N > 0 && K > 0 else { return }
+        a.withUnsafeBufferPointer { ap in
+            b.withUnsafeBufferPointer { bp in
+                c.withUnsafeMutableBufferPointer { cp in
+                    BLAS.dgemm(transA: false, transB: false, M: M, N: N, K: K, alpha: 1, a: ap.baseAddress!, lda: K,
+                               b: bp.baseAddress!, ldb: N, beta: beta, c: cp.baseAddress!, ldc: N)
+                }
+            }
+        }
     }
 }
 
