@@ -1,7 +1,6 @@
 import Foundation
 import LlamaModel
 import TensorIO
-import Tokenization
 
 // What `calibrate` does, as one library call: draw the windows, run the model over them layer by
 // layer (from a cache where it has one), and write the statistics file.
@@ -94,7 +93,8 @@ extension Calibrator {
             throw CalibrationError("--seqlen \(request.length) exceeds the model's context of \(model.config.maxPositionEmbeddings) tokens", kind: .usage)
         }
         if case .tokens = request.source {} else { try checkMemory(request, hidden: model.config.hiddenSize) }
-        let tokenizer = try model.tokenizerJSON.map { try Tokenizer(json: Data($0.utf8)) }
+        // Through the model, so that a tokenizer that does not load is named by the model's path.
+        let tokenizer = model.tokenizerJSON == nil ? nil : try model.tokenizer()
         let windows = try CalibrationWindows.draw(request.source, tokenizer: tokenizer, samples: request.samples,
                                                   length: request.length, seed: request.seed,
                                                   vocabularySize: model.config.vocabSize)

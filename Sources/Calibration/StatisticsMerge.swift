@@ -51,8 +51,10 @@ public enum StatisticsMerge {
               let samples = Int(first.file.metadata["samples"] ?? ""),
               let batchWindows = Int(first.file.metadata["batch_windows"] ?? ""), batchWindows >= 1
         else { throw CalibrationError("\(first.path): metadata shard_count, seqlen, samples or batch_windows is missing or invalid") }
-        guard seen.allSatisfy({ $0 >= 0 && $0 < count }) else {
-            throw CalibrationError("shard indices \(seen.sorted()) are not all below the shard count \(count)")
+        for f in files {
+            for s in f.shards where s < 0 || s >= count {
+                throw CalibrationError("\(f.path): shard \(s) is not one of the \(count) shards (0…\(count - 1))")
+            }
         }
         let complete = seen.count == count
         if !complete && !partial {

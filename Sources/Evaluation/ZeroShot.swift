@@ -120,6 +120,7 @@ func hellaswagItems(_ path: String, limit: Int?) throws -> [ZeroShotItem] {
     let text = try readText(path)
     var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
     if lines.last == "" { lines.removeLast() }
+    guard !lines.isEmpty else { throw DatasetError(.badData, "\(path): no items (an empty file)") }
     guard lines.count % 6 == 0 else {
         throw DatasetError(.badData, "\(path):\(lines.count): \(lines.count) lines, not 6 per item (truncated?)")
     }

@@ -133,16 +133,21 @@ extension Model {
         guard let vocab = value("vocab_size")?.int ?? embedRows ?? tokens else {
             throw TensorIOError.badData("\(path): cannot tell the vocabulary size")
         }
-        let config = try LlamaConfig(
-            architecture: "llama", hiddenSize: C, numLayers: L, headDim: headDim,
-            headCounts: heads, kvHeadCounts: kvHeads, ffnWidths: ffn, vocabSize: vocab,
-            rmsNormEps: value("attention.layer_norm_rms_epsilon")?.double ?? 1e-5,
-            ropeTheta: value("rope.freq_base")?.double ?? 10000,
-            ropeScaling: nil,
-            maxPositionEmbeddings: value("context_length")?.int ?? 2048,
-            tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
-            bosTokenID: meta["tokenizer.ggml.bos_token_id"]?.int,
-            eosTokenID: meta["tokenizer.ggml.eos_token_id"]?.int)
+        let config: LlamaConfig
+        do {
+            config = try LlamaConfig(
+                architecture: "llama", hiddenSize: C, numLayers: L, headDim: headDim,
+                headCounts: heads, kvHeadCounts: kvHeads, ffnWidths: ffn, vocabSize: vocab,
+                rmsNormEps: value("attention.layer_norm_rms_epsilon")?.double ?? 1e-5,
+                ropeTheta: value("rope.freq_base")?.double ?? 10000,
+                ropeScaling: nil,
+                maxPositionEmbeddings: value("context_length")?.int ?? 2048,
+                tieWordEmbeddings: file.tensor(named: "output.weight") == nil,
+                bosTokenID: meta["tokenizer.ggml.bos_token_id"]?.int,
+                eosTokenID: meta["tokenizer.ggml.eos_token_id"]?.int)
+        } catch let e as ConfigError {
+            throw TensorIOError.badData("\(path): \(e.message)")
+        }
         let store = try GGUFStore(file: file, path: path, config: config,
                                   permutesQK: arch != "qwen2")
         var tokenizerJSON: String? = nil

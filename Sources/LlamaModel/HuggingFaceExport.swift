@@ -120,7 +120,7 @@ extension Model {
                 "model_max_length": c.maxPositionEmbeddings,
                 "clean_up_tokenization_spaces": false,
             ]
-            let special = try specialTokenContents(tokenizerJSON)
+            let special = try specialTokenContents(tokenizerJSON, model: path)
             if let b = c.bosTokenID, let s = special[b] { tc["bos_token"] = s }
             if let e = c.eosTokenID, let s = special[e] { tc["eos_token"] = s }
             try writeJSON(tc, to: dir.appendingPathComponent("tokenizer_config.json"))
@@ -128,11 +128,12 @@ extension Model {
     }
 }
 
-/// id → content of the added tokens of a tokenizer.json (none when it lists none).
-private func specialTokenContents(_ json: String) throws -> [Int: String] {
+/// id → content of the added tokens of a tokenizer.json (none when it lists none); `model` is the
+/// path of the model that carries it, for the message when it is not JSON.
+private func specialTokenContents(_ json: String, model: String) throws -> [Int: String] {
     let parsed: JSONValue
     do { parsed = try JSONValue.parse(Array(json.utf8)) } catch {
-        throw TensorIOError.badData("the model's tokenizer.json: \(error)")
+        throw TensorIOError.badData("\(model): the tokenizer: \(error)")
     }
     guard let added = parsed["added_tokens"]?.items else { return [:] }
     var out: [Int: String] = [:]

@@ -167,7 +167,12 @@ public struct SafetensorsHeader: Sendable {
             at = end
             if end > begin { previous = e.name }
         }
-        return try SafetensorsHeader(metadata: metadata, entries: order.map { found[$0].entry })
+        // The layout's own checks (an empty tensor name gets past the ones above) know no file.
+        do {
+            return try SafetensorsHeader(metadata: metadata, entries: order.map { found[$0].entry })
+        } catch let e as TensorIOError {
+            throw bad(e.message)
+        }
     }
 
     private static func parseEntry(_ name: String, _ value: JSONValue,

@@ -251,15 +251,31 @@ extension Tokenizer {
             throw TensorIOError.missing("\(path): no such file or directory")
         }
         if isDirectory.boolValue {
-            return try Tokenizer(json: Data(try readDataFile(path + "/tokenizer.json")))
+            let bytes = try readDataFile(path + "/tokenizer.json")
+            return try naming("\(path): the tokenizer") { try Tokenizer(json: Data(bytes)) }
         }
         if try isGGUFFile(path: path) {
-            return try Tokenizer(gguf: try GGUFFile(path: path).metadata)
+            let metadata = try GGUFFile(path: path).metadata
+            return try naming("\(path): the tokenizer") { try Tokenizer(gguf: metadata) }
         }
         let file = try TensorFile(path: path)
         guard let json = file.metadata["tokenizer"] else {
             throw TokenizerError("\(path): the model file carries no tokenizer")
         }
-        return try Tokenizer(json: Data(json.utf8))
+        return try naming("\(path): the tokenizer") { try Tokenizer(json: Data(json.utf8)) }
+    }
+
+    /// A Hugging Face tokenizer.json file ("-" is standard input).
+    public static func load(json path: String) throws -> Tokenizer {
+        let bytes = try readDataFile(path)
+        return try naming(path == "-" ? "<stdin>" : path) { try Tokenizer(json: Data(bytes)) }
+    }
+
+    /// Prefixes the errors of building a tokenizer with where it comes from: its checks see only
+    /// the JSON or the GGUF metadata.
+    private static func naming(_ source: String, _ build: () throws -> Tokenizer) throws -> Tokenizer {
+        do { return try build() } catch let e as TokenizerError {
+            throw TokenizerError("\(source): \(e.message)")
+        }
     }
 }

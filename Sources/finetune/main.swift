@@ -128,6 +128,7 @@ struct Finetune: ParsableCommand {
                 return p
             }
             let model = try Model.open(self.model.model)
+            let dataPath = (jsonl ?? text ?? tokens)!
             let data: TrainingData
             if let tokens {
                 data = try TrainingData.tokens(tokens, vocabularySize: model.config.vocabSize)
@@ -144,14 +145,14 @@ struct Finetune: ParsableCommand {
             var heldOut: [TrainingExample] = []
             if evalEvery != nil {
                 guard examples.count > evalExamples else {
-                    throw TrainingError("\(examples.count) examples leave none to train on after \(evalExamples) held out")
+                    throw TrainingError("\(dataPath): \(examples.count) examples leave none to train on after \(evalExamples) held out")
                 }
                 heldOut = Array(examples.suffix(evalExamples))
                 examples.removeLast(evalExamples)
             }
-            guard !examples.isEmpty else { throw TrainingError("the data gives no training example (\(data.kind))") }
+            guard !examples.isEmpty else { throw TrainingError("\(dataPath): the data gives no training example (\(data.kind))") }
             guard examples.count >= batch else {
-                throw TrainingError("\(examples.count) training examples (\(data.kind)) are fewer than one batch of \(batch)")
+                throw TrainingError("\(dataPath): \(examples.count) training examples (\(data.kind)) are fewer than one batch of \(batch)")
             }
             var options = FinetuneOptions()
             options.rank = rank
@@ -179,9 +180,14 @@ struct Finetune: ParsableCommand {
                     guard count > 0 else { throw TrainingError("\(budgetBy): layer \(l) has no block statistics (count 0)") }
                     return (try stats.block(l, .angularSum).first ?? .nan) / Double(count)
                 }
-                let perLayer = try RankBudget.importanceGuided(
-                    importance: importance, costPerRank: RankBudget.costPerRank(config: model.config, targets: projections),
-                    rank: rank)
+                let perLayer: [Int]
+                do {
+                    perLayer = try RankBudget.importanceGuided(
+                        importance: importance, costPerRank: RankBudget.costPerRank(config: model.config, targets: projections),
+                        rank: rank)
+                } catch let e as TrainingError {
+                    throw TrainingError("\(budgetBy): \(e.message)")  // the importances are the file's
+                }
                 options.ranks = perLayer.map { r in Projection.allCases.map { _ in r } }
                 if !common.quiet { printError("finetune: ranks by block importance: \(perLayer.map(String.init).joined(separator: " "))") }
             }
@@ -191,7 +197,12 @@ struct Finetune: ParsableCommand {
             adapters.initialize(seed: seed)
             let runner = Runner(model: model, maxPositions: examples.map(\.tokens.count).max() ?? seqlen)
             try runner.keepLayers()
-            let trainer = try LoRATrainer(runner: runner, adapters: adapters, options: options, examples: examples)
+            let trainer: LoRATrainer
+            do {
+                trainer = try LoRATrainer(runner: runner, adapters: adapters, options: options, examples: examples)
+            } catch let e as TrainingError {
+                throw TrainingError("\(dataPath): \(e.message)")  // what it refuses is the examples
+            }
             let run = FinetuneCheckpoint.run(options: options, modelFingerprint: try model.fingerprint(), data: data,
                                              trainExamples: examples.count)
             var evaluations: [(step: Int, loss: Double)] = []

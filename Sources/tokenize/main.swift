@@ -51,7 +51,7 @@ struct Tokenize: ParsableCommand {
 
     func run() throws {
         try runTool("tokenize", nil) {
-            let tokenizer = try tokenizerJSON.map { try Tokenizer(json: Data(try readDataFile($0))) }
+            let tokenizer = try tokenizerJSON.map { try Tokenizer.load(json: $0) }
                 ?? Tokenizer.load(model: model ?? "")
             if let path = writeJSON {
                 try writeText(String(decoding: try tokenizer.tokenizerJSON(), as: UTF8.self), to: path)
