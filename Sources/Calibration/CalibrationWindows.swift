@@ -58,15 +58,16 @@ public struct CalibrationWindows: Sendable {
     /// - tokens (`.tokens`): the file's windows, nothing drawn.
     public static func draw(_ source: CalibrationSource, tokenizer: Tokenizer?, samples: Int, length T: Int,
                             seed: UInt64, vocabularySize: Int) throws -> CalibrationWindows {
+        let name = source.path == "-" ? "<stdin>" : source.path  // as the readers name standard input
         switch source {
         case .tokens(let path):
             return try fromTokensFile(path, vocabularySize: vocabularySize)
         case .jsonl(let path):
             let bytes = try readDataFile(path)
             let dataSHA = bytes.withUnsafeBytes { SHA256.hexDigest($0) }
-            let texts = try jsonlTexts(path)
-            guard let tokenizer else { throw CalibrationError("the model has no tokenizer to encode \(path)") }
-            guard !texts.isEmpty else { throw CalibrationError("\(path): no documents") }
+            let texts = try jsonlTexts(contents: bytes, name: name)  // read once: "-" is a pipe
+            guard let tokenizer else { throw CalibrationError("the model has no tokenizer to encode \(name)") }
+            guard !texts.isEmpty else { throw CalibrationError("\(name): no documents") }
             let docs = texts.map { tokenizer.encode($0, addSpecialTokens: true) }
             let eligible = docs.filter { $0.count > T }.count
             if eligible >= samples {
@@ -83,17 +84,17 @@ public struct CalibrationWindows: Sendable {
                                           dataSHA256: dataSHA)
             }
             let joined = tokenizer.encode(texts.joined(separator: "\n\n"), addSpecialTokens: true)
-            var w = try drawJoined(joined, what: path, samples: samples, length: T, seed: seed, dataSHA256: dataSHA)
-            w.note = "\(path): only \(eligible) of \(texts.count) documents are longer than \(T) tokens, fewer than the \(samples) windows asked; drawing from the documents joined by \"\\n\\n\" (\(joined.count) tokens) instead"
+            var w = try drawJoined(joined, what: name, samples: samples, length: T, seed: seed, dataSHA256: dataSHA)
+            w.note = "\(name): only \(eligible) of \(texts.count) documents are longer than \(T) tokens, fewer than the \(samples) windows asked; drawing from the documents joined by \"\\n\\n\" (\(joined.count) tokens) instead"
             return w
         case .text(let path):
             let bytes = try readDataFile(path)
             guard let text = String(validating: bytes, as: UTF8.self) else {
-                throw CalibrationError("\(path): not UTF-8 text")
+                throw CalibrationError("\(name): not UTF-8 text")
             }
-            guard let tokenizer else { throw CalibrationError("the model has no tokenizer to encode \(path)") }
+            guard let tokenizer else { throw CalibrationError("the model has no tokenizer to encode \(name)") }
             let ids = tokenizer.encode(text, addSpecialTokens: true)
-            return try drawJoined(ids, what: path, samples: samples, length: T, seed: seed,
+            return try drawJoined(ids, what: name, samples: samples, length: T, seed: seed,
                                   dataSHA256: bytes.withUnsafeBytes { SHA256.hexDigest($0) })
         }
     }
@@ -114,8 +115,8 @@ public struct CalibrationWindows: Sendable {
     }
 
     static func fromTokensFile(_ path: String, vocabularySize: Int) throws -> CalibrationWindows {
-        let bytes = try readDataFile(path)
         let file = try TensorFile(path: path)
+        let path = file.name
         guard let entry = file.header.entry("tokens"), entry.shape.count == 2, entry.dtype.isInteger else {
             throw CalibrationError("\(path): no integer tensor 'tokens' of shape [N, T]")
         }
@@ -126,7 +127,7 @@ public struct CalibrationWindows: Sendable {
             throw CalibrationError("\(path): token id \(id) at [\(i / T), \(i % T)] is outside the vocabulary (\(vocabularySize))")
         }
         return CalibrationWindows(ids: values.map { Int32($0) }, count: N, length: T, mode: "tokens",
-                                  dataSHA256: bytes.withUnsafeBytes { SHA256.hexDigest($0) })
+                                  dataSHA256: file.contentSHA256())
     }
 
     /// The windows as a `--tokens` file: int32 tensor `tokens` [N, T].

@@ -43,6 +43,23 @@ public enum EvaluationDataset: Sendable, Equatable {
         return "../shared/data"
     }
 
+    /// The file the text comes from (for messages: a built-in dataset is named with its file).
+    public func file(dataDirectory: String = EvaluationDataset.dataDirectory()) -> String {
+        let dir = URL(fileURLWithPath: dataDirectory)
+        switch self {
+        case .wikitext2: return dir.appendingPathComponent("wikitext-2-raw/wiki.test.raw").path
+        case .ptb: return dir.appendingPathComponent("ptb/ptb.test.txt").path
+        case .c4: return dir.appendingPathComponent("c4/c4-validation-sample-2k.jsonl.zst").path
+        case .file(let path): return path
+        }
+    }
+
+    /// "NAME (FILE)" for a built-in dataset, the path for a file: how messages name the data.
+    public func described(dataDirectory: String = EvaluationDataset.dataDirectory()) -> String {
+        if case .file(let path) = self { return path }
+        return "\(name) (\(file(dataDirectory: dataDirectory)))"
+    }
+
     /// The text to tokenise:
     /// - wikitext2: the rows of `wikitext-2-raw-v1` test joined by "\n\n"; a row is a line of
     ///   wiki.test.raw with its "\n", and a whitespace-only line is the empty row "".
@@ -51,25 +68,24 @@ public enum EvaluationDataset: Sendable, Equatable {
     ///   "\n\n".
     /// - a path: the file's text as it is (zstd-compressed files are decompressed).
     public func text(dataDirectory: String = EvaluationDataset.dataDirectory()) throws -> String {
-        let dir = URL(fileURLWithPath: dataDirectory)
+        let path = file(dataDirectory: dataDirectory)
         switch self {
         case .wikitext2:
-            let raw = try readText(dir.appendingPathComponent("wikitext-2-raw/wiki.test.raw").path)
+            let raw = try readText(path)
             let rows = splitKeepingNewlines(raw).map {
                 $0.allSatisfy { $0.isWhitespace } ? "" : $0
             }
             return rows.joined(separator: "\n\n")
         case .ptb:
-            let raw = try readText(dir.appendingPathComponent("ptb/ptb.test.txt").path)
+            let raw = try readText(path)
             let lines = raw.split(separator: "\n", omittingEmptySubsequences: false)
             // A final newline ends the last line; it does not start another row.
             let rows = raw.hasSuffix("\n") ? lines.dropLast() : lines[...]
             return rows.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
                 .joined(separator: " ")
         case .c4:
-            let path = dir.appendingPathComponent("c4/c4-validation-sample-2k.jsonl.zst").path
             return try jsonlTexts(path).joined(separator: "\n\n")
-        case .file(let path):
+        case .file:
             return try readText(path)
         }
     }
@@ -108,7 +124,11 @@ func splitKeepingNewlines(_ text: String) -> [String] {
 
 /// The `text` field of every line of a JSONL file (optionally zstd), in order.
 public func jsonlTexts(_ path: String) throws -> [String] {
-    let data = try readDataFile(path)
+    try jsonlTexts(contents: readDataFile(path), name: path)
+}
+
+/// The `text` field of every line of JSONL contents already read (decompressed) from `name`.
+public func jsonlTexts(contents data: [UInt8], name path: String) throws -> [String] {
     var texts: [String] = []
     var lineNumber = 0
     for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {

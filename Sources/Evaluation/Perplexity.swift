@@ -112,20 +112,20 @@ public struct PerplexityWindows {
     public init(dataset: EvaluationDataset, model: Model, length T: Int, limit: Int?,
                 dumpTokens: String? = nil, metadata: [String: String] = [:]) throws {
         let text = try dataset.text()
-        guard !text.isEmpty else { throw DatasetError(.badData, "\(dataset.name): the text is empty") }
+        guard !text.isEmpty else { throw DatasetError(.badData, "\(dataset.described()): the text is empty") }
         let tokenizer = try model.tokenizer()
         name = dataset.name
         stream = TokenStream(text: text, tokenizer: tokenizer)
-        if let dumpTokens {
+        windows = stream.windows(length: T, limit: limit)
+        guard !windows.isEmpty else {
+            throw DatasetError(.badData, "\(dataset.described()): \(stream.ids.count) tokens, fewer than one window of \(T)")
+        }
+        if let dumpTokens {  // after the checks: a refused dataset writes nothing
             try writeTensorFile(
                 path: dumpTokens,
                 tensors: [(TensorEntry(name: "tokens", dtype: .I32, shape: [1, stream.ids.count]),
                            stream.ids.withUnsafeBytes { Array($0) })],
                 metadata: metadata.merging(["dataset": dataset.name, "sha256": stream.sha256]) { $1 })
-        }
-        windows = stream.windows(length: T, limit: limit)
-        guard !windows.isEmpty else {
-            throw DatasetError(.badData, "\(dataset.name): \(stream.ids.count) tokens, fewer than one window of \(T)")
         }
     }
 }

@@ -280,9 +280,12 @@ extension Model {
     static func openHuggingFaceDirectory(_ path: String) throws -> Model {
         let dir = URL(fileURLWithPath: path)
         let configURL = dir.appendingPathComponent("config.json")
-        guard let data = FileManager.default.contents(atPath: configURL.path) else {
+        guard FileManager.default.fileExists(atPath: configURL.path) else {
             throw TensorIOError.missing("\(path): no config.json in the directory")
         }
+        // Read through the file layer, so that a config.json that exists but cannot be read (no
+        // permission, a directory) says so rather than being reported missing.
+        let data = Data(try readDataFile(configURL.path))
         let config: LlamaConfig
         do {
             config = try LlamaConfig.fromHuggingFace(data)
@@ -291,8 +294,14 @@ extension Model {
         }
         let store = try SafetensorsStore(directory: path)
         let tokenizerURL = dir.appendingPathComponent("tokenizer.json")
-        let tokenizer = FileManager.default.contents(atPath: tokenizerURL.path)
-            .map { String(decoding: $0, as: UTF8.self) }
+        var tokenizer: String?
+        if FileManager.default.fileExists(atPath: tokenizerURL.path) {
+            let bytes = try readDataFile(tokenizerURL.path)
+            guard let text = String(validating: bytes, as: UTF8.self) else {
+                throw TensorIOError.badData("\(tokenizerURL.path): not valid UTF-8 (JSON is UTF-8 text)")
+            }
+            tokenizer = text
+        }
         return try Model(config: config, tokenizerJSON: tokenizer, store: store, path: path)
     }
 }

@@ -91,6 +91,13 @@ public final class TensorFile {
         return try spill.finish()
     }
 
+    /// sha256 of the file's contents as read (decompressed when the file is zstd): what a caller
+    /// that records where its data came from hashes, without reading the file a second time (a
+    /// pipe can be read only once).
+    public func contentSHA256() -> String {
+        withExtendedLifetime(region) { SHA256.hexDigest(region.bytes) }
+    }
+
     /// The raw little-endian bytes of tensor `name`, valid during `body`. Not necessarily
     /// aligned for the element type: load with `loadUnaligned` or copy.
     public func withBytes<R>(_ name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {

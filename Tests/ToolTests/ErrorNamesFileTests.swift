@@ -119,6 +119,24 @@ final class ErrorNamesFileTests: XCTestCase {
                         message: "the tokenizer: invalid JSON at byte 1", output: path("hf"))
     }
 
+    /// A Hugging Face directory whose config.json exists but cannot be read as a file (before: "no
+    /// config.json in the directory"), and one whose tokenizer.json is not UTF-8 (before: the bad
+    /// bytes silently became U+FFFD).
+    func testHuggingFaceDirectoryFiles() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+        let r = try runTool("convert", [tiny, "--to", "hf", "-o", path("hf"), "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        try Data([0x7B, 0x22, 0xFF, 0xFE, 0x22, 0x3A, 0x31, 0x7D]).write(to: URL(fileURLWithPath: path("hf/tokenizer.json")))
+        try expectNamed("convert", [path("hf"), "-o", path("out.st"), "--quiet"], bad: path("hf/tokenizer.json"),
+                        message: "not valid UTF-8", output: path("out.st"))
+        try FileManager.default.removeItem(atPath: path("hf/tokenizer.json"))
+        try FileManager.default.removeItem(atPath: path("hf/config.json"))
+        try FileManager.default.createDirectory(atPath: path("hf/config.json"), withIntermediateDirectories: false)
+        try expectNamed("convert", [path("hf"), "-o", path("out.st"), "--quiet"], status: 66, bad: path("hf/config.json"),
+                        message: "is a directory, not a file", output: path("out.st"))
+    }
+
     /// An empty HellaSwag file (before: "DATA/tasks/hellaswag: no items", a folder, not the file).
     func testEmptyHellaSwagFile() throws {
         let dir = try Fixtures.temporaryDirectory()
@@ -181,6 +199,20 @@ final class ErrorNamesFileTests: XCTestCase {
         }
         try expectNamed("finetune", base + ["--tokens", path("w.st"), "--budget-by", path("flat.st"), "-o", path("o3.st")],
                         bad: path("flat.st"), message: "block importances must be finite, ≥ 0 and not all 0", output: path("o3.st"))
+    }
+
+    /// A built-in dataset too short for one window names its file beside the dataset (before:
+    /// "wikitext2: 3 tokens, fewer than one window of 64").
+    func testBuiltInDatasetTooShort() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let raw = dir.appendingPathComponent("wikitext-2-raw/wiki.test.raw")
+        try FileManager.default.createDirectory(at: raw.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try Data("hello world\n".utf8).write(to: raw)
+        let out = dir.appendingPathComponent("tokens.st").path
+        try expectNamed("evaluate", ["--model", try Fixtures.requireModel(), "--ppl", "wikitext2", "--seqlen", "64",
+                                     "--dump-tokens", out, "--quiet"],
+                        bad: "wikitext2 (\(raw.path))", message: "tokens, fewer than one window of 64", output: out,
+                        environment: ["PRUNEKIT_DATA": dir.path])
     }
 
     /// Cases that already named their file, kept so: a missing model, a truncated model, a bad

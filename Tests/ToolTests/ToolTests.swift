@@ -216,6 +216,61 @@ final class CalibrateToolTests: XCTestCase {
     }
 
     /// Bad calibration inputs: one clear line, non-zero exit, no output.
+    /// Calibration data from standard input ("-") is read once, so it gives the statistics the same
+    /// file gives (a pipe cannot be read twice); errors in it name "<stdin>".
+    func testCalibrationDataFromStandardInput() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let tiny = Fixtures.url("model/tiny_uniform.safetensors").path
+        let tokens = dir.appendingPathComponent("w.st").path
+        try writeTokens(tokens, N: 6, T: 8, vocabulary: 97, seed: 4)
+        // The tiny model with a SentencePiece-style tokenizer of "a", "b", "c" and "▁" (ids below its 97).
+        let model = dir.appendingPathComponent("tiny-tokenizer.st").path
+        let source = try TensorFile(path: tiny)
+        let tokenizer = #"""
+            {"version": "1.0", "added_tokens": [{"id": 0, "content": "<unk>", "special": true}, {"id": 1, "content": "<s>", "special": true}], "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"}, {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]}, "pre_tokenizer": null, "post_processor": null, "decoder": null, "model": {"type": "BPE", "unk_token": "<unk>", "byte_fallback": false, "vocab": {"<unk>": 0, "<s>": 1, "\u2581": 2, "a": 3, "b": 4, "c": 5, "\u2581a": 6, "ab": 7, "\u2581ab": 8, "\u2581b": 9, "\u2581c": 10}, "merges": ["\u2581 a", "a b", "\u2581a b", "\u2581 b", "\u2581 c"]}}
+            """#
+        let writer = try TensorFileWriter(path: model, entries: source.header.entries,
+                                          metadata: source.metadata.merging(["tokenizer": tokenizer]) { $1 })
+        try writer.complete {
+            for e in source.header.entries { try source.withBytes(e.name) { try writer.write(e.name, bytes: $0) } }
+        }
+        let docs = dir.appendingPathComponent("docs.jsonl")
+        try Data(#"""
+            {"text": "ab ab a b abab ba cab ab a b c ab ab ba ab a"}
+            {"text": "b a ab abc ab ab b a a b ab abab ab c c ab b a b ab"}
+
+            """#.utf8).write(to: docs)
+        func stats(_ args: [String], stdin: Data?, _ name: String) throws -> TensorFile {
+            let out = dir.appendingPathComponent(name).path
+            let r = try runTool("calibrate", args + ["-o", out, "--quiet"], stdin: stdin)
+            XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
+            return try TensorFile(path: out)
+        }
+        for (args, file, input) in [
+            (["--model", tiny, "--tokens"], tokens, "tokens"),
+            (["--model", model, "--seqlen", "16", "--samples", "3", "--jsonl"], docs.path, "jsonl"),
+        ] {
+            let named = try stats(args + [file], stdin: nil, "\(input)-file.st.zst")
+            let piped = try stats(args + ["-"], stdin: try Data(contentsOf: URL(fileURLWithPath: file)),
+                                  "\(input)-stdin.st.zst")
+            XCTAssertEqual(piped.metadata["source"], "-")
+            for key in ["data_sha256", "windows_sha256", "samples", "seqlen"] {
+                XCTAssertEqual(piped.metadata[key], named.metadata[key], "\(input) \(key)")
+            }
+            XCTAssertEqual(piped.header.entries.map(\.name), named.header.entries.map(\.name))
+            for e in named.header.entries where !e.dtype.isInteger {
+                XCTAssertEqual(try piped.doubles(e.name), try named.doubles(e.name), "\(input) \(e.name)")
+            }
+        }
+        let out = dir.appendingPathComponent("bad.st.zst").path
+        let r = try runTool("calibrate", ["--model", model, "--seqlen", "16", "--jsonl", "-", "-o", out, "--quiet"],
+                            stdin: Data("{\"text\": \"fine\"}\n{\"body\": 1}\n".utf8))
+        XCTAssertEqual(r.status, 65, r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("<stdin>:2: no string field 'text'"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+    }
+
     func testBadInputs() throws {
         let dir = try Fixtures.temporaryDirectory()
         let out = dir.appendingPathComponent("stats.st.zst").path
