@@ -91,6 +91,7 @@ public struct PerplexityWindows {
     /// Exact windows: an integer tensor `tokens` [N, T] whose ids lie in the vocabulary.
     public init(tokensFile path: String, vocabularySize: Int, limit: Int?) throws {
         let file = try TensorFile(path: path)
+        let path = file.name  // "<stdin>" for "-"
         guard let entry = file.header.entry("tokens"), entry.shape.count == 2 else {
             throw DatasetError(.badData, "\(path): no integer tensor 'tokens' of shape [N, T]")
         }

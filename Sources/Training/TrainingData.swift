@@ -47,9 +47,10 @@ public struct TrainingData: Sendable {
     /// Plain text (`.zst` read directly): the whole text tokenised, cut into consecutive windows
     /// of `length` tokens (a last, shorter piece is dropped), each predicting its next tokens.
     public static func text(_ path: String, tokenizer: Tokenizer, length: Int) throws -> TrainingData {
+        let shown = path == "-" ? "<stdin>" : path  // how messages name standard input
         let bytes = try readDataFile(path)
         guard let text = String(validating: bytes, as: UTF8.self) else {
-            throw TrainingError("\(path): the text is not valid UTF-8")
+            throw TrainingError("\(shown): the text is not valid UTF-8")
         }
         let ids = tokenizer.encode(text, addSpecialTokens: true)
         return TrainingData(examples: windows(ids, length: length), kind: "text windows",
@@ -65,6 +66,7 @@ public struct TrainingData: Sendable {
     ///   `post_training.py`), with the loss on the response only: the targets of the prompt's
     ///   tokens, as tokenised alone, are −1.
     public static func jsonl(_ path: String, tokenizer: Tokenizer, length: Int) throws -> TrainingData {
+        let shown = path == "-" ? "<stdin>" : path  // how messages name standard input
         let bytes = try readDataFile(path)
         let sha = bytes.withUnsafeBytes { SHA256.hexDigest($0) }
         var documents: [[Int32]] = [], examples: [TrainingExample] = []
@@ -74,34 +76,34 @@ public struct TrainingData: Sendable {
             if line.allSatisfy({ $0 == 0x20 || $0 == 0x0D || $0 == 0x09 }) { continue }
             let value: JSONValue
             do { value = try JSONValue.parse(Array(line)) } catch {
-                throw TrainingError("\(path):\(lineNumber): \(error)")
+                throw TrainingError("\(shown):\(lineNumber): \(error)")
             }
-            guard value.members != nil else { throw TrainingError("\(path):\(lineNumber): not a JSON object") }
+            guard value.members != nil else { throw TrainingError("\(shown):\(lineNumber): not a JSON object") }
             if let instruction = value["instruction"] {
                 guard let instruction = instruction.string else {
-                    throw TrainingError("\(path):\(lineNumber): 'instruction' is not a string")
+                    throw TrainingError("\(shown):\(lineNumber): 'instruction' is not a string")
                 }
                 guard let output = value["output"]?.string else {
-                    throw TrainingError("\(path):\(lineNumber): an instruction record needs a string field 'output'")
+                    throw TrainingError("\(shown):\(lineNumber): an instruction record needs a string field 'output'")
                 }
                 let input = value["input"]?.string
                 if value["input"] != nil && input == nil && !(value["input"]!.isNull) {
-                    throw TrainingError("\(path):\(lineNumber): 'input' is not a string")
+                    throw TrainingError("\(shown):\(lineNumber): 'input' is not a string")
                 }
                 guard documents.isEmpty else {
-                    throw TrainingError("\(path):\(lineNumber): an instruction record in a file of 'text' records")
+                    throw TrainingError("\(shown):\(lineNumber): an instruction record in a file of 'text' records")
                 }
                 let prompt = alpacaPrompt(instruction: instruction, input: input)
                 examples.append(instructionExample(prompt: prompt, output: output, tokenizer: tokenizer,
                                                    length: length))
             } else if let text = value["text"] {
-                guard let text = text.string else { throw TrainingError("\(path):\(lineNumber): 'text' is not a string") }
+                guard let text = text.string else { throw TrainingError("\(shown):\(lineNumber): 'text' is not a string") }
                 guard examples.isEmpty else {
-                    throw TrainingError("\(path):\(lineNumber): a 'text' record in a file of instruction records")
+                    throw TrainingError("\(shown):\(lineNumber): a 'text' record in a file of instruction records")
                 }
                 documents.append(tokenizer.encode(text, addSpecialTokens: true))
             } else {
-                throw TrainingError("\(path):\(lineNumber): neither a 'text' nor an 'instruction' record")
+                throw TrainingError("\(shown):\(lineNumber): neither a 'text' nor an 'instruction' record")
             }
         }
         if !documents.isEmpty {
@@ -116,12 +118,12 @@ public struct TrainingData: Sendable {
     public static func tokens(_ path: String, vocabularySize V: Int) throws -> TrainingData {
         let file = try TensorFile(path: path)
         guard let entry = file.header.entries.first(where: { $0.name == "tokens" }), entry.shape.count == 2 else {
-            throw TrainingError("\(path): no integer tensor 'tokens' [N, T]")
+            throw TrainingError("\(file.name): no integer tensor 'tokens' [N, T]")
         }
         let ids = try file.integers("tokens")
         let n = entry.shape[0], t = entry.shape[1]
         if let bad = ids.first(where: { $0 < 0 || $0 >= V }) {
-            throw TrainingError("\(path): token id \(bad) is outside the vocabulary (\(V))")
+            throw TrainingError("\(file.name): token id \(bad) is outside the vocabulary (\(V))")
         }
         let examples = (0..<n).map { i in TrainingExample(window: ids[(i * t)..<((i + 1) * t)].map { Int32($0) }) }
         let sha = try file.withBytes("tokens") { SHA256.hexDigest($0) }

@@ -119,6 +119,27 @@ final class ErrorNamesFileTests: XCTestCase {
                         message: "the tokenizer: invalid JSON at byte 1", output: path("hf"))
     }
 
+    /// Standard input is "<stdin>" in every reader's messages (before: "-: …" from the data readers).
+    func testStandardInputIsNamed() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let out = dir.appendingPathComponent("out.st").path
+        let cases: [(tool: String, args: [String], input: Data, message: String)] = [
+            ("evaluate", ["--model", tiny, "--tokens", "-", "--quiet"], try Data(contentsOf: URL(fileURLWithPath: tiny)),
+             "<stdin>: no integer tensor 'tokens'"),
+            ("finetune", ["--model", tiny, "--tokens", "-", "--steps", "1", "-o", out, "--quiet"],
+             try Data(contentsOf: URL(fileURLWithPath: tiny)), "<stdin>: no integer tensor 'tokens'"),
+            ("calibrate", ["--model", tiny, "--tokens", "-", "-o", out, "--quiet"], Data("{}".utf8), "<stdin>: "),
+        ]
+        for c in cases {
+            let r = try runTool(c.tool, c.args, stdin: c.input)
+            XCTAssertNotEqual(r.status, 0, "\(c.tool): \(r.stderr)")
+            XCTAssertEqual(r.stderr.filter { $0 == "\n" }.count, 1, "\(c.tool): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(c.message), "\(c.tool): \(r.stderr)")
+            XCTAssertFalse(r.stderr.contains(" -:"), "\(c.tool): \(r.stderr)")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out), c.tool)
+        }
+    }
+
     /// A Hugging Face directory whose config.json exists but cannot be read as a file (before: "no
     /// config.json in the directory"), and one whose tokenizer.json is not UTF-8 (before: the bad
     /// bytes silently became U+FFFD).
