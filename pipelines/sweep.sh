@@ -6,7 +6,7 @@
 # measured prefill tokens/s; each panel's Pareto front joined).
 #   sweep.sh [MODEL (default: SmolLM2 GGUF)] [RATIOS (default "0.2 0.5")]
 # Environment: as pipelines/common.sh (SEQLENS, LIMIT, TASKS, TASK_LIMIT, THREADS, CACHE, SEQUENTIAL); METHODS
-# (default "flap wanda-sp cfsp fasp llm-pruner hywia"); RECOVER (LoRA steps after pruning, default 0: the folders
+# (default "flap wanda-sp cfsp fasp llm-pruner hywia composed"); RECOVER (LoRA steps after pruning, default 0: the folders
 # then hold the one-shot and the recovered model, both rows reported); SPEED=0 skips `evaluate --report` (the
 # tokens/s columns; about a minute a model); REUSE=0 reruns pipelines whose folder already has a summary;
 # SWEEP (output folder, default out/sweep).
@@ -15,7 +15,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 model="${1:-}"
 ratios="${2:-0.2 0.5}"
-methods="${METHODS:-flap wanda-sp cfsp fasp llm-pruner hywia}"
+methods="${METHODS:-flap wanda-sp cfsp fasp llm-pruner hywia composed}"
 recover="${RECOVER:-0}"
 sweep="${SWEEP:-$root/out/sweep}"
 mkdir -p "$sweep"
