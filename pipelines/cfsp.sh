@@ -12,19 +12,7 @@ SEQUENTIAL_DEFAULT=0
 RECOVER_BUDGET_DEFAULT=importance
 run_pipeline() {
     calibrate_stats --samples 128 --seqlen 2048
-    "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
-    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --blocks angular --prune mlp --round 128 \
-        --plot "$out/plan.svg" -o "$out/plan.st.zst"
-    if [[ "$sequential" == 1 ]]; then
-        mv "$out/plan.st.zst" "$out/budgets.st.zst"
-        mv "$out/stats.st.zst" "$out/dense-stats.st.zst"
-        stats_inputs=("$out/budgets.st.zst")
-        calibrate_stats --samples 128 --seqlen 2048 \
-            --sequential --metric cfsp --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp
-        "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
-        "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp \
-            --plot "$out/plan.svg" -o "$out/plan.st.zst"
-    fi
+    cfsp_plan
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o "$out/pruned.st.zst"
 }
 source "$(dirname "$0")/common.sh"

@@ -93,6 +93,24 @@ calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model i
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
 
+cfsp_plan() {  # [CALIBRATE ARGUMENTS...] → $out/plan.st.zst from $out/stats.st.zst (the dense pass): CFSP's channel
+    # scores and angular block budgets (MLP channels, multiples of 128). With SEQUENTIAL=1 the budgets are kept
+    # (budgets.st.zst; the dense statistics become dense-stats.st.zst) and each block's channels are chosen on a
+    # sequential calibration of 128 windows of 2048 tokens, with the ARGUMENTS added (a recipe's --restore, say).
+    "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
+    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --blocks angular --prune mlp --round 128 \
+        --plot "$out/plan.svg" -o "$out/plan.st.zst"
+    [[ "$sequential" == 1 ]] || return 0
+    mv "$out/plan.st.zst" "$out/budgets.st.zst"
+    mv "$out/stats.st.zst" "$out/dense-stats.st.zst"
+    stats_inputs=("$out/budgets.st.zst")
+    calibrate_stats --samples 128 --seqlen 2048 "$@" \
+        --sequential --metric cfsp --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp
+    "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
+    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp \
+        --plot "$out/plan.svg" -o "$out/plan.st.zst"
+}
+
 # Evaluations are cached too, the dense model's by its source file, any other by the model's fingerprint (its
 # weights and configuration; the file's bytes also hold the paths it was made with): a pruned model that another run
 # already made and evaluated — a recovery run's, say — is not evaluated again.

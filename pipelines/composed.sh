@@ -16,19 +16,7 @@ RECOVER_BUDGET_DEFAULT=importance
 run_pipeline() {
     local gram=(--gram down_proj --gram-dtype f64)
     if [[ "$sequential" == 1 ]]; then calibrate_stats --samples 128 --seqlen 2048; else calibrate_stats --samples 128 --seqlen 2048 "${gram[@]}"; fi
-    "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
-    "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --blocks angular --prune mlp --round 128 \
-        --plot "$out/plan.svg" -o "$out/plan.st.zst"
-    if [[ "$sequential" == 1 ]]; then
-        mv "$out/plan.st.zst" "$out/budgets.st.zst"
-        mv "$out/stats.st.zst" "$out/dense-stats.st.zst"
-        stats_inputs=("$out/budgets.st.zst")
-        calibrate_stats --samples 128 --seqlen 2048 "${gram[@]}" \
-            --sequential --metric cfsp --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp --restore lsq
-        "$bin/score" --model "$out/dense.st" --stats "$out/stats.st.zst" --metric cfsp --quiet -o "$out/scores.st.zst"
-        "$bin/allocate" --scores "$out/scores.st.zst" --ratio "$ratio" --widths "$out/budgets.st.zst" --prune mlp \
-            --plot "$out/plan.svg" -o "$out/plan.st.zst"
-    fi
+    cfsp_plan "${gram[@]}" --restore lsq
     "$bin/slice" --model "$out/dense.st" --plan "$out/plan.st.zst" --quiet -o - |
         "$bin/restore" --model - --dense "$out/dense.st" --stats "$out/stats.st.zst" --plan "$out/plan.st.zst" \
             --method lsq --quiet -o "$out/pruned.st.zst"
