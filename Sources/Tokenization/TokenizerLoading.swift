@@ -45,6 +45,12 @@ extension Tokenizer {
             size = max(size, id + 1)
         }
         guard size > 0 else { throw TokenizerError("tokenizer.json: the vocabulary is empty") }
+        // Ids are consecutive in every real vocabulary; a few gaps are tolerated, not an id far beyond the count
+        // (one id of 9,999,999 would make every per-id table ten million entries long).
+        let entries = ids.count + added.count
+        guard size <= entries + Self.idGapLimit else {
+            throw TokenizerError("tokenizer.json: ids reach \(size - 1) for \(entries) tokens; a vocabulary's ids are consecutive (at most \(Self.idGapLimit) unused)")
+        }
         var tokens = [String](repeating: "", count: size)
         var filled = [Bool](repeating: false, count: size)
         for (t, id) in ids {
@@ -264,6 +270,9 @@ extension Tokenizer {
         }
         return try naming("\(path): the tokenizer") { try Tokenizer(json: Data(json.utf8)) }
     }
+
+    /// The most ids below a tokenizer.json's largest that no token may use.
+    static let idGapLimit = 65_536
 
     /// A Hugging Face tokenizer.json file ("-" is standard input).
     public static func load(json path: String) throws -> Tokenizer {
