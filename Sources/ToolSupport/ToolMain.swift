@@ -66,7 +66,7 @@ public struct CommonOptions: ParsableArguments {
     @Option(name: .long, help: "Threads for matrix products and kernels (default: all cores).")
     public var threads: Int?
 
-    @Flag(name: .long, help: "No progress or summary on standard error.")
+    @Flag(name: .long, help: "No progress or summary on standard error (evaluate still prints its result table there).")
     public var quiet = false
 
     public init() {}

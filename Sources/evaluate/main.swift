@@ -26,7 +26,8 @@ struct Evaluate: ParsableCommand {
             does: every choice's summed log-likelihood after the prompt; acc, and acc_norm (divided by \
             the choice's length in characters) for piqa, hellaswag, arc and openbookqa; --limit N \
             takes the first N items of each task. The average is over acc_norm where reported, else acc.
-            A table goes to standard error; --json prints one JSON object on standard output.
+            A table goes to standard error (with --quiet too: it is the result); --json prints one JSON object \
+            on standard output.
 
             Example:
               evaluate --model pruned.st.zst --ppl wikitext2 --seqlen 2048 --json
