@@ -58,7 +58,7 @@ public struct CalibrationWindows: Sendable {
     /// - tokens (`.tokens`): the file's windows, nothing drawn.
     public static func draw(_ source: CalibrationSource, tokenizer: Tokenizer?, samples: Int, length T: Int,
                             seed: UInt64, vocabularySize: Int) throws -> CalibrationWindows {
-        let name = source.path == "-" ? "<stdin>" : source.path  // as the readers name standard input
+        let name = shownName(source.path)
         switch source {
         case .tokens(let path):
             return try fromTokensFile(path, vocabularySize: vocabularySize)

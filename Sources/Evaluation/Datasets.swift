@@ -124,7 +124,7 @@ func splitKeepingNewlines(_ text: String) -> [String] {
 
 /// The `text` field of every line of a JSONL file (optionally zstd), in order.
 public func jsonlTexts(_ path: String) throws -> [String] {
-    try jsonlTexts(contents: readDataFile(path), name: path)
+    try jsonlTexts(contents: readDataFile(path), name: shownName(path))
 }
 
 /// The `text` field of every line of JSONL contents already read (decompressed) from `name`.

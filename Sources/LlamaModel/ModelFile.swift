@@ -58,13 +58,13 @@ extension Model {
         if path == "-" || stream {
             let reader = try TensorStreamReader(path: path)
             metadata = reader.header.metadata
-            store = ModelStreamStore(reader: reader, path: path == "-" ? "<stdin>" : path)
+            store = ModelStreamStore(reader: reader, path: shownName(path))
         } else {
             let file = try TensorFile(path: path)
             metadata = file.metadata
             store = ModelFileStore(file: file, path: path)
         }
-        let shown = path == "-" ? "<stdin>" : path
+        let shown = shownName(path)
         if let problem = formatMismatch(metadata, expected: ModelFileFormat.name, path: shown, noun: "PruneKit model") {
             throw TensorIOError.badData(problem)
         }

@@ -90,9 +90,12 @@ final class ChainedSource: ByteSource {
     }
 }
 
+/// How messages name a path: "-" (standard input) is "<stdin>".
+public func shownName(_ path: String) -> String { path == "-" ? "<stdin>" : path }
+
 /// Opens `path` for reading ("-" is standard input), with typed errors.
 func openForReading(_ path: String) throws -> FileDescriptorSource {
-    if path == "-" { return FileDescriptorSource(fd: 0, name: "<stdin>", owns: false) }
+    if path == "-" { return FileDescriptorSource(fd: 0, name: shownName(path), owns: false) }
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else {
         if errno == ENOENT { throw TensorIOError.missing("\(path): no such file") }

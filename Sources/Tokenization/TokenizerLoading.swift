@@ -277,7 +277,7 @@ extension Tokenizer {
     /// A Hugging Face tokenizer.json file ("-" is standard input).
     public static func load(json path: String) throws -> Tokenizer {
         let bytes = try readDataFile(path)
-        return try naming(path == "-" ? "<stdin>" : path) { try Tokenizer(json: Data(bytes)) }
+        return try naming(shownName(path)) { try Tokenizer(json: Data(bytes)) }
     }
 
     /// Prefixes the errors of building a tokenizer with where it comes from: its checks see only

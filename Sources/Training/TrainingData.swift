@@ -47,7 +47,7 @@ public struct TrainingData: Sendable {
     /// Plain text (`.zst` read directly): the whole text tokenised, cut into consecutive windows
     /// of `length` tokens (a last, shorter piece is dropped), each predicting its next tokens.
     public static func text(_ path: String, tokenizer: Tokenizer, length: Int) throws -> TrainingData {
-        let shown = path == "-" ? "<stdin>" : path  // how messages name standard input
+        let shown = shownName(path)
         let bytes = try readDataFile(path)
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw TrainingError("\(shown): the text is not valid UTF-8")
@@ -66,7 +66,7 @@ public struct TrainingData: Sendable {
     ///   `post_training.py`), with the loss on the response only: the targets of the prompt's
     ///   tokens, as tokenised alone, are −1.
     public static func jsonl(_ path: String, tokenizer: Tokenizer, length: Int) throws -> TrainingData {
-        let shown = path == "-" ? "<stdin>" : path  // how messages name standard input
+        let shown = shownName(path)
         let bytes = try readDataFile(path)
         let sha = bytes.withUnsafeBytes { SHA256.hexDigest($0) }
         var documents: [[Int32]] = [], examples: [TrainingExample] = []
