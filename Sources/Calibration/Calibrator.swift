@@ -188,7 +188,7 @@ public struct Calibrator {
                 if let cached = try load(start) { from = cached; break }
                 start -= 1
             }
-            x = try from ?? runner.embed(ids, embedding: try model.embedding())
+            x = try from ?? runner.embed(ids, embedding: try runner.embeddingTable())
             if start == 0, from == nil { try cache?.storeInput(0, x.pointer, count: rows * C) }
             if start < first {
                 try runner.runLayers(x, rows: rows, windowLength: T, layers: start..<first, events: nil) { l in
@@ -270,7 +270,7 @@ public struct Calibrator {
             resumeInput = nil  // one copy of the activations, not two
         } else {
             let ids = Array(windows.ids[range.lowerBound * T..<range.upperBound * T])
-            x = try runner.embed(ids, embedding: try model.embedding())
+            x = try runner.embed(ids, embedding: try runner.embeddingTable())
         }
         // The post-attention residual, for layers whose attention stays whole: as large as the
         // activations, so beyond 1 GiB in a temporary file (written and read once a layer, far

@@ -57,7 +57,7 @@ public struct SpeedReport: Codable, Sendable {
         let tokens = (0..<4096).map { Int32(($0 * 7919 + 13) % c.vocabSize) }
         let runner = Runner(model: model, maxPositions: max(2048, 1024 + steps))
         try runner.keepLayers()
-        let embedding = try model.embedding()
+        let embedding = try runner.embeddingTable()
         func prefill(_ T: Int) throws -> Double {
             guard T <= c.maxPositionEmbeddings else { return 0 }
             let batch = (0..<windows).map { w in (0..<T).map { tokens[(w * T + $0) % tokens.count] } }

@@ -177,7 +177,7 @@ extension Runner {
     public func loss(_ windows: [[Int32]], targets: [[Int32]]? = nil, adapters: LoRAAdapters?) throws -> LossSum {
         let (T, tokens, targets, count) = try prepare(windows, targets: targets)
         let c = config, V = c.vocabSize, R = tokens.count
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         let x = try embed(tokens, embedding: embedding)
         let training = adapters?.training
         adapters?.training = false
@@ -232,7 +232,7 @@ extension Runner {
         let (T, tokens, targets, count) = try prepare(windows, targets: targets)
         let c = config, C = c.hiddenSize, V = c.vocabSize, L = c.numLayers
         let R = tokens.count
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         let x = try embed(tokens, embedding: embedding)
 
         // Forward, keeping each layer's input (recompute) or its recorded activations (keep).
@@ -258,7 +258,7 @@ extension Runner {
         // Head: n = norm(x); logits = n·Eᵀ; loss = mean cross-entropy — and back to dx.
         let norm = try keptFinalNorm ?? model.finalNorm()
         let untied = try keptHead ?? model.head()
-        let headWeights = untied ?? embedding
+        guard let headWeights = untied ?? embedding else { throw RunnerError("a tied head needs the whole embedding table") }
         let normed = ws.normed, rstd = ws.rstd, dnormed = ws.dnormed
         normed.reserve(R * C)
         rstd.reserve(R)

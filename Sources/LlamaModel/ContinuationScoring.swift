@@ -56,7 +56,7 @@ extension Runner {
                 throw RunnerError("request \(i): token id \(t) is outside the vocabulary (\(config.vocabSize))")
             }
         }
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         var out: [[ContinuationScore]] = []
         var first = 0
         while first < requests.count {
@@ -74,7 +74,7 @@ extension Runner {
 
     /// One packed batch: every layer once over all its rows, then the head on the rows that
     /// predict continuation tokens.
-    private func scoreBatch(_ requests: [ContinuationRequest], embedding: [Float]) throws -> [[ContinuationScore]] {
+    private func scoreBatch(_ requests: [ContinuationRequest], embedding: [Float]?) throws -> [[ContinuationScore]] {
         var tokens: [Int32] = [], groups: [PackedGroup] = []
         for r in requests {
             groups.append(PackedGroup(start: tokens.count, contextLength: r.context.count,

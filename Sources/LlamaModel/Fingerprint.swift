@@ -9,7 +9,8 @@ import TensorIO
 /// source's fingerprint in `__metadata__["fingerprint"]`, so converting never changes it;
 /// models derived by a stage (slice, restore, finetune) carry `Fingerprint.derived`.
 public enum Fingerprint {
-    static func compute(model: Model) throws -> String {
+    /// Tensors beyond `largeTensor` elements are fed a sixteenth of that at a time.
+    static func compute(model: Model, largeTensor: Int = 1 << 26) throws -> String {
         var hash = SHA256()
         func feed(_ text: String) {
             var t = text
@@ -20,8 +21,19 @@ public enum Fingerprint {
         for name in model.tensorNames {
             let shape = model.shape(name) ?? []
             feed("\n\(name) \(shape.map(String.init).joined(separator: "x"))\n")
-            let values = try model.floats(name)
-            values.withUnsafeBytes { hash.update($0) }
+            // A large tensor (a 128k vocabulary's embedding and head: 2 GB each as F32) is fed a
+            // block of rows at a time where the store reads rows alone: the same bytes, in order.
+            let rows = shape.first ?? 1, width = shape.dropFirst().reduce(1, *)
+            if model.store.readsRows, shape.count >= 2, rows * width > largeTensor {
+                let block = max(1, largeTensor / 16 / max(width, 1))
+                for first in stride(from: 0, to: rows, by: block) {
+                    let values = try model.store.rows(name, Array(first..<min(rows, first + block)))
+                    values.withUnsafeBytes { hash.update($0) }
+                }
+            } else {
+                let values = try model.floats(name)
+                values.withUnsafeBytes { hash.update($0) }
+            }
         }
         return SHA256.hex(hash.finalize())
     }

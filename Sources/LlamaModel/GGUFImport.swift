@@ -55,6 +55,18 @@ final class GGUFStore: TensorStore {
         }
         return values
     }
+
+    var readsRows: Bool { true }
+
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float] {
+        guard let info = infoByName[name] else {
+            throw TensorIOError.badData("\(path): tensor '\(name)' is missing")
+        }
+        if permutesQK, let (_, p, _) = TensorNames.projection(of: name), p == .q || p == .k {
+            return try defaultRows(name, ids)  // rows are permuted within heads
+        }
+        return try file.dequantizeRows(info, ids)
+    }
 }
 
 /// The two orders of the rotary pairs within each head's rows of q_proj and k_proj: Hugging Face

@@ -83,7 +83,7 @@ extension Runner {
     /// Runs `tokens` at the cache's next positions through every layer (`layers`: the model's
     /// weights, loaded once; nil: kept by `keepLayers`, or read from the model layer by layer) and
     /// returns the logits of the last one, [V].
-    public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights]? = nil, embedding: [Float]) throws -> [Float] {
+    public func step(_ tokens: [Int32], cache: KVCache, layers: [LayerWeights]? = nil, embedding: [Float]?) throws -> [Float] {
         let P = cache.length, n = tokens.count
         guard n > 0 else { throw RunnerError("nothing to run") }
         guard P + n <= min(cache.capacity, rotary.maxPositions) else {
@@ -116,7 +116,7 @@ extension Runner {
             throw RunnerError("the prompt (\(prompt.count) tokens) and \(count) new tokens exceed the \(rotary.maxPositions) positions the model holds")
         }
         try keepLayers()
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         let cache = KVCache(config: config, capacity: needed)
         var rng = SplitMix64(seed: sampling.seed)
         var out: [Int32] = []

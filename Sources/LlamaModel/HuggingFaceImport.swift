@@ -251,7 +251,12 @@ final class SafetensorsStore: TensorStore {
         }
     }
 
-    func floats(_ name: String) throws -> [Float] {
+    func floats(_ name: String) throws -> [Float] { try files[floatFile(name)].floats(name) }
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float] { try files[floatFile(name)].floatRows(name, ids) }
+    var readsRows: Bool { true }
+
+    /// The shard holding tensor `name`, which must be of a float type.
+    private func floatFile(_ name: String) throws -> Int {
         guard let (i, entry) = location[name] else {
             throw TensorIOError.badData("\(path): tensor '\(name)' is missing")
         }
@@ -259,7 +264,7 @@ final class SafetensorsStore: TensorStore {
             throw TensorIOError.badData(
                 "\(path): tensor '\(name)' has dtype \(entry.dtype.rawValue); expected a float type")
         }
-        return try files[i].floats(name)
+        return i
     }
 }
 

@@ -12,6 +12,28 @@ protocol TensorStore: AnyObject {
     /// The element type a model file keeps for this tensor by default (quantised → F32).
     func storageType(_ name: String) -> DType
     func floats(_ name: String) throws -> [Float]
+    /// Rows `ids` of a tensor [rows, …] as Float [ids.count, row length]. A random-access store
+    /// reads those rows alone; the default widens the whole tensor and gathers them.
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float]
+    /// Whether `rows` reads the rows alone, any number of times (a stream reads each tensor once).
+    var readsRows: Bool { get }
+}
+
+extension TensorStore {
+    var readsRows: Bool { false }
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float] { try defaultRows(name, ids) }
+
+    /// The whole tensor widened, then rows `ids` gathered.
+    func defaultRows(_ name: String, _ ids: [Int]) throws -> [Float] {
+        let all = try floats(name)
+        let count = shape(name)?.first ?? 1, width = all.count / max(count, 1)
+        var out = [Float](repeating: 0, count: ids.count * width)
+        for (i, id) in ids.enumerated() {
+            guard id >= 0 && id < count else { throw TensorIOError.badData("tensor '\(name)': row \(id) is outside its \(count) rows") }
+            out.replaceSubrange((i * width)..<((i + 1) * width), with: all[(id * width)..<((id + 1) * width)])
+        }
+        return out
+    }
 }
 
 /// A LLaMA-family model opened from a GGUF file, a Hugging Face directory or a PruneKit model
@@ -81,6 +103,11 @@ public final class Model {
     public func floats(_ name: String) throws -> [Float] { try store.floats(name) }
 
     public func embedding() throws -> [Float] { try floats(TensorNames.embedding) }
+    /// The embedding rows of `ids` [ids.count, C], read without widening the rest of the table
+    /// where the model's file allows (a 128k vocabulary's embedding is 2 GB as F32).
+    public func embeddingRows(_ ids: [Int]) throws -> [Float] { try store.rows(TensorNames.embedding, ids) }
+    /// Whether `embeddingRows` reads the rows alone and may be called again (not a stream).
+    public var readsEmbeddingRows: Bool { store.readsRows }
     public func finalNorm() throws -> [Float] { try floats(TensorNames.finalNorm) }
     /// The output head [V, C], or nil when it is tied to the embedding.
     public func head() throws -> [Float]? {

@@ -13,6 +13,8 @@ final class ModelFileStore: TensorStore {
     func shape(_ name: String) -> [Int]? { file.header.entry(name)?.shape }
     func storageType(_ name: String) -> DType { file.header.entry(name)?.dtype ?? .F32 }
     func floats(_ name: String) throws -> [Float] { try file.floats(name) }
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float] { try file.floatRows(name, ids) }
+    var readsRows: Bool { true }
 }
 
 /// A PruneKit model file read as a stream (standard input): tensors only in file order.

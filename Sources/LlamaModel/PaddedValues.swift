@@ -37,6 +37,12 @@ final class PaddedValueStore: TensorStore {
         return s
     }
 
+    var readsRows: Bool { base.readsRows }
+
+    func rows(_ name: String, _ ids: [Int]) throws -> [Float] {
+        values[name] ?? valueBiases[name] ?? outputs[name] == nil ? try base.rows(name, ids) : try defaultRows(name, ids)
+    }
+
     func floats(_ name: String) throws -> [Float] {
         let x = try base.floats(name)
         let D = source.headDim

@@ -36,15 +36,29 @@ public final class Runner {
                              scaling: model.config.ropeScaling, maxPositions: max(maxPositions, 1))
     }
 
-    /// The hidden states after the embedding: x[N·T, C].
-    public func embed(_ tokens: [Int32], embedding: [Float]) throws -> Buffer {
+    /// The embedding table for a run, whole where it must be: the head is tied to it, or the
+    /// model is a stream that is read once. nil: `embed` reads only the rows each batch needs and
+    /// the table is never widened whole (a 128k vocabulary's is 2 GB as F32).
+    public func embeddingTable() throws -> [Float]? {
+        config.tieWordEmbeddings || !model.readsEmbeddingRows ? try model.embedding() : nil
+    }
+
+    /// The hidden states after the embedding: x[N·T, C], from `embedding` (`embeddingTable()`),
+    /// or when nil from the tokens' rows of the model's embedding.
+    public func embed(_ tokens: [Int32], embedding: [Float]?) throws -> Buffer {
         let C = config.hiddenSize, V = config.vocabSize
+        for (i, t) in tokens.enumerated() where t < 0 || Int(t) >= V {
+            throw RunnerError("token id \(t) at position \(i) is outside the vocabulary (\(V))")
+        }
         let x = Buffer(count: tokens.count * C)
-        try embedding.withUnsafeBufferPointer { e in
+        guard let embedding else {
+            try model.embeddingRows(tokens.map { Int($0) }).withUnsafeBufferPointer {
+                x.pointer.update(from: $0.baseAddress!, count: tokens.count * C)
+            }
+            return x
+        }
+        embedding.withUnsafeBufferPointer { e in
             for (i, t) in tokens.enumerated() {
-                guard t >= 0 && Int(t) < V else {
-                    throw RunnerError("token id \(t) at position \(i) is outside the vocabulary (\(V))")
-                }
                 (x.pointer + i * C).update(from: e.baseAddress! + Int(t) * C, count: C)
             }
         }
@@ -125,12 +139,12 @@ public final class Runner {
 
     /// Final norm and head over x[N·T, C], `rowsPerChunk` rows at a time, handing each chunk's
     /// logits [r, V] (rows first..<first+r) to `body`.
-    func head(_ x: Buffer, rows: Int, embedding: [Float], rowsPerChunk: Int = 256,
+    func head(_ x: Buffer, rows: Int, embedding: [Float]?, rowsPerChunk: Int = 256,
               _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
         let C = config.hiddenSize, V = config.vocabSize
         let norm = try keptFinalNorm ?? model.finalNorm()
         let untied = try keptHead ?? model.head()
-        let weights = untied ?? embedding
+        guard let weights = untied ?? embedding else { throw RunnerError("a tied head needs the whole embedding table") }
         let chunk = max(1, min(rowsPerChunk, rows))  // one row when decoding: not 256 rows of logits
         let normed = Buffer(count: chunk * C)
         let logits = Buffer(count: chunk * V)
@@ -151,7 +165,7 @@ public final class Runner {
     /// Logits [T, V] of one window (for tests and small checks).
     public func logits(_ tokens: [Int32]) throws -> [Float] {
         let T = tokens.count, V = config.vocabSize
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         let x = try embed(tokens, embedding: embedding)
         try runLayers(x, rows: T, windowLength: T)
         var out = [Float](repeating: 0, count: T * V)
@@ -172,7 +186,7 @@ public final class Runner {
         let N = windows.count, V = config.vocabSize
         let tokens = windows.flatMap { $0 }
         precondition(tokens.count == N * T, "windows must have equal length")
-        let embedding = try model.embedding()
+        let embedding = try embeddingTable()
         let x = try embed(tokens, embedding: embedding)
         try runLayers(x, rows: N * T, windowLength: T, layerDone: { l in
             progress?("layers", l + 1, self.config.numLayers)

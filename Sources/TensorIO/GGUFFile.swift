@@ -220,6 +220,34 @@ public final class GGUFFile: @unchecked Sendable {
         return out
     }
 
+    /// Rows `ids` of a tensor of two or more dimensions (rows along the first, in Hugging Face's
+    /// order of dimensions), dequantised alone: [ids.count, row length]. Every GGUF row is whole
+    /// blocks, so a row's bytes are the tensor's divided by its rows.
+    public func dequantizeRows(_ t: GGUFTensorInfo, _ ids: [Int]) throws -> [Float] {
+        guard t.type.canDequantize else {
+            throw TensorIOError.badData(
+                "\(path): tensor '\(t.name)' has type \(t.type.name), which PruneKit cannot dequantize")
+        }
+        let rows = t.shape.first ?? 1, width = t.elementCount / max(rows, 1)
+        guard t.shape.count >= 2, t.byteCount % rows == 0 else {
+            throw TensorIOError.badData("\(path): tensor '\(t.name)' has shape \(t.shape); rows need two dimensions")
+        }
+        if let bad = ids.first(where: { $0 < 0 || $0 >= rows }) {
+            throw TensorIOError.badData("\(path): row \(bad) of tensor '\(t.name)' is outside its \(rows) rows")
+        }
+        let rowBytes = t.byteCount / rows, all = rawBytes(t)
+        var out = [Float](repeating: 0, count: ids.count * width)
+        try out.withUnsafeMutableBufferPointer { o in
+            for (i, id) in ids.enumerated() {
+                try ggmlDequantize(type: t.type, UnsafeRawBufferPointer(rebasing: all[(id * rowBytes)..<((id + 1) * rowBytes)]),
+                                   into: UnsafeMutableBufferPointer(rebasing: o[(i * width)..<((i + 1) * width)]))
+                let from = dataStart + t.offset + id * rowBytes
+                region.dropPages(from..<(from + rowBytes))
+            }
+        }
+        return out
+    }
+
     public func dequantize(_ t: GGUFTensorInfo, into out: UnsafeMutableBufferPointer<Float>) throws {
         guard out.count == t.elementCount else {
             throw TensorIOError.badData("\(path): tensor '\(t.name)': output holds \(out.count) floats, need \(t.elementCount)")

@@ -125,6 +125,33 @@ public final class TensorFile {
         }
     }
 
+    /// Rows `ids` of a tensor of two or more dimensions (rows along the first), as Float
+    /// [ids.count, row length]: only those rows are read and widened — a batch's rows of a
+    /// 128k-token embedding, not its 2 GB as F32. Ids are checked against the row count.
+    public func floatRows(_ tensor: String, _ ids: [Int]) throws -> [Float] {
+        let (entry, start) = try locate(tensor)
+        guard entry.shape.count >= 2 else {
+            throw TensorIOError.badData("\(name): tensor '\(tensor)' has shape \(entry.shape); rows need two dimensions")
+        }
+        let rows = entry.shape[0], width = entry.elementCount / max(rows, 1), rowBytes = width * entry.dtype.size
+        if let bad = ids.first(where: { $0 < 0 || $0 >= rows }) {
+            throw TensorIOError.badData("\(name): row \(bad) of tensor '\(tensor)' is outside its \(rows) rows")
+        }
+        return try withExtendedLifetime(region) {
+            try [Float](unsafeUninitializedCapacity: ids.count * width) { buf, count in
+                for (i, id) in ids.enumerated() {
+                    let from = start + id * rowBytes
+                    let row = UnsafeRawBufferPointer(rebasing: region.bytes[from..<(from + rowBytes)])
+                    try reading(entry) {
+                        try convertToFloat(row, dtype: entry.dtype, into: UnsafeMutableBufferPointer(rebasing: buf[(i * width)..<((i + 1) * width)]))
+                    }
+                    region.dropPages(from..<(from + rowBytes))
+                }
+                count = ids.count * width
+            }
+        }
+    }
+
     /// The tensor as Double, from F64, F32, F16 or BF16 (all exact).
     public func doubles(_ tensor: String) throws -> [Double] {
         let (entry, _) = try locate(tensor)

@@ -53,6 +53,24 @@ final class ForwardTests: XCTestCase {
         XCTAssertEqual(try runner.windowNLL(windows), apart, "same inputs, same bits")
     }
 
+    /// An untied model's embedding is read a batch's rows at a time (never widened whole): the
+    /// same hidden states as from the whole table; a tied one keeps its table for the head.
+    func testUntiedEmbeddingIsReadByRows() throws {
+        let untied = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let runner = Runner(model: untied, maxPositions: 8)
+        XCTAssertNil(try runner.embeddingTable())
+        let tokens: [Int32] = [5, 0, 5, Int32(untied.config.vocabSize - 1)]
+        let C = untied.config.hiddenSize
+        let byRows = try runner.embed(tokens, embedding: nil), whole = try runner.embed(tokens, embedding: try untied.embedding())
+        XCTAssertEqual(Array(UnsafeBufferPointer(start: byRows.pointer, count: tokens.count * C)),
+                       Array(UnsafeBufferPointer(start: whole.pointer, count: tokens.count * C)))
+        XCTAssertThrowsError(try runner.embed([Int32(untied.config.vocabSize)], embedding: nil)) {
+            XCTAssertEqual("\($0)", "token id \(untied.config.vocabSize) at position 0 is outside the vocabulary (\(untied.config.vocabSize))")
+        }
+        let tied = try Model.open(Fixtures.url("model/tiny_nonuniform.safetensors").path)
+        XCTAssertEqual(try Runner(model: tied, maxPositions: 8).embeddingTable(), try tied.embedding())
+    }
+
     /// A block split as sequential calibration runs it — up to down_proj on a copy, storing the
     /// residual (in memory, or in a temporary file), then the MLP half in place from it — gives the
     /// whole block's bits and taps.

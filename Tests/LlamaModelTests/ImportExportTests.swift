@@ -1,5 +1,5 @@
 import Foundation
-import LlamaModel
+@testable import LlamaModel
 import TensorIO
 import TestSupport
 import XCTest
@@ -25,6 +25,19 @@ final class ImportExportTests: XCTestCase {
         let tokens: [Int32] = [3, 14, 15, 92, 65, 35, 89, 79]
         XCTAssertEqual(try Runner(model: back, maxPositions: 8).logits(tokens),
                        try Runner(model: source, maxPositions: 8).logits(tokens))
+    }
+
+    /// An imported model's fingerprint hashes its large tensors a block of rows at a time (the
+    /// same bytes as the whole tensor), from a Hugging Face directory and from a model file.
+    func testFingerprintByRowBlocksEqualsTheWholeTensors() throws {
+        let source = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        let hf = try Fixtures.temporaryDirectory().appendingPathComponent("hf").path
+        try source.exportHuggingFace(to: hf)
+        for model in [try Model.open(hf), source] {
+            let whole = try Fingerprint.compute(model: model, largeTensor: .max)
+            XCTAssertEqual(try Fingerprint.compute(model: model, largeTensor: 100), whole)
+            XCTAssertEqual(try Fingerprint.compute(model: model, largeTensor: 1), whole)
+        }
     }
 
     func testNonUniformModelRefusesHuggingFaceExport() throws {

@@ -1,0 +1,56 @@
+import Foundation
+import TensorIO
+import TestSupport
+import XCTest
+
+/// Reading a few rows of a tensor (a batch's embedding rows) equals gathering them from the whole
+/// tensor, for every stored type, plain or zstd, and in GGUF for every block type.
+final class TensorRowsTests: XCTestCase {
+    let ids = [3, 0, 3, 6]
+
+    func gather(_ all: [Float], rows: Int, _ ids: [Int]) -> [Float] {
+        let width = all.count / rows
+        return ids.flatMap { all[($0 * width)..<(($0 + 1) * width)] }
+    }
+
+    func testRowsEqualTheGatheredTensorForEveryFloatTypePlainAndCompressed() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let values = (0..<(7 * 5)).map { Float($0) * 0.37 - 4 }
+        for dtype in [DType.F32, .F16, .BF16, .F64] {
+            for name in ["rows.st", "rows.st.zst"] {
+                let path = dir.appendingPathComponent(name).path
+                let writer = try TensorFileWriter(path: path, entries: [
+                    TensorEntry(name: "e", dtype: dtype, shape: [7, 5]), TensorEntry(name: "b", dtype: .F32, shape: [5]),
+                ], metadata: [:])
+                try writer.write("e", floats: values)
+                try writer.write("b", floats: Array(values.prefix(5)))
+                try writer.finish()
+                let file = try TensorFile(path: path)
+                XCTAssertEqual(try file.floatRows("e", ids), gather(try file.floats("e"), rows: 7, ids), "\(dtype) \(name)")
+                XCTAssertEqual(try file.floatRows("e", []), [])
+                XCTAssertThrowsError(try file.floatRows("e", [7])) {
+                    XCTAssertEqual(($0 as? TensorIOError)?.message, "\(path): row 7 of tensor 'e' is outside its 7 rows")
+                }
+                XCTAssertThrowsError(try file.floatRows("e", [-1]))
+                XCTAssertThrowsError(try file.floatRows("b", [0])) {
+                    XCTAssertEqual(($0 as? TensorIOError)?.message,
+                                   "\(path): tensor 'b' has shape [5]; rows need two dimensions")
+                }
+            }
+        }
+    }
+
+    func testGGUFRowsEqualTheGatheredDequantisedTensorForEveryBlockType() throws {
+        let file = try GGUFFile(path: Fixtures.url("gguf/quant_blocks.gguf").path)
+        var checked = 0
+        for t in file.tensors where t.shape.count >= 2 && t.type.canDequantize {
+            let rows = t.shape[0]
+            let some = [rows - 1, 0, rows / 2, rows - 1]
+            XCTAssertEqual(try file.dequantizeRows(t, some), gather(try file.dequantize(t), rows: rows, some),
+                           "\(t.name) (\(t.type.name))")
+            XCTAssertThrowsError(try file.dequantizeRows(t, [rows]))
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 5)
+    }
+}
