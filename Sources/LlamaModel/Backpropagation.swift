@@ -257,8 +257,7 @@ extension Runner {
 
         // Head: n = norm(x); logits = n·Eᵀ; loss = mean cross-entropy — and back to dx.
         let norm = try keptFinalNorm ?? model.finalNorm()
-        let untied = try keptHead ?? model.head()
-        guard let headWeights = untied ?? embedding else { throw RunnerError("a tied head needs the whole embedding table") }
+        let headWeights = try outputHead(embedding: embedding)
         let normed = ws.normed, rstd = ws.rstd, dnormed = ws.dnormed
         normed.reserve(R * C)
         rstd.reserve(R)
@@ -272,26 +271,24 @@ extension Runner {
         let logits = ws.logits
         logits.reserve(chunk * V)
         var lossSum = 0.0
-        headWeights.withUnsafeBufferPointer { e in
-            func headGradient(_ dHead: UnsafeMutablePointer<Float>?) {
-                for first in stride(from: 0, to: R, by: chunk) {
-                    let r = min(chunk, R - first), n = normed.pointer + first * C
-                    BLAS.linear(x: n, w: e.baseAddress!, y: logits.pointer, T: r, C: C, F: V)
-                    lossSum += targets.withUnsafeBufferPointer {
-                        crossEntropyBackward(logits: logits.pointer, targets: $0.baseAddress! + first, T: r, V: V,
-                                             scale: positionWeight ?? (count > 0 ? 1 / Float(count) : 0))
-                    }
-                    BLAS.linearBackward(dy: logits.pointer, x: n, w: e.baseAddress!, dx: dnormed.pointer + first * C,
-                                        dw: dHead, T: r, C: C, F: V)
+        func headGradient(_ dHead: UnsafeMutablePointer<Float>?) throws {
+            for first in stride(from: 0, to: R, by: chunk) {
+                let r = min(chunk, R - first), n = normed.pointer + first * C
+                try headWeights.logits(n, rows: r, into: logits.pointer)
+                lossSum += targets.withUnsafeBufferPointer {
+                    crossEntropyBackward(logits: logits.pointer, targets: $0.baseAddress! + first, T: r, V: V,
+                                         scale: positionWeight ?? (count > 0 ? 1 / Float(count) : 0))
                 }
+                try headWeights.backward(dlogits: logits.pointer, normed: n, rows: r, dnormed: dnormed.pointer + first * C,
+                                         dHead: dHead)
             }
-            if !modelGradients {
-                headGradient(nil)
-            } else if gradients.head != nil {
-                gradients.head!.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
-            } else {
-                gradients.embedding.withUnsafeMutableBufferPointer { headGradient($0.baseAddress!) }
-            }
+        }
+        if !modelGradients {
+            try headGradient(nil)
+        } else if gradients.head != nil {
+            try gradients.head!.withUnsafeMutableBufferPointer { try headGradient($0.baseAddress!) }
+        } else {
+            try gradients.embedding.withUnsafeMutableBufferPointer { try headGradient($0.baseAddress!) }
         }
         let dx = ws.dx
         dx.reserve(R * C)

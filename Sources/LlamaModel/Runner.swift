@@ -26,6 +26,10 @@ public final class Runner {
     /// instead — the page cache holds the file, the process one layer — so that a 7B model's tools
     /// stay within a few GB (docs/DESIGN.md "Memory at scale").
     public var keepLimit = 2 << 30
+    /// An untied head beyond this many elements, of a model that reads rows alone, is read a
+    /// block of vocabulary rows at a time for each use (`OutputHead`) rather than held whole as
+    /// F32 (default 64M: LLaMA-2-7B's 32000 × 4096 and larger; a 128k vocabulary's is 2.1 GB).
+    public var headBlockLimit = 1 << 26
     /// What `lossAndGradients` keeps between calls.
     var backpropWorkspace: BackpropWorkspace?
 
@@ -143,23 +147,36 @@ public final class Runner {
               _ body: (Int, Int, UnsafePointer<Float>) throws -> Void) throws {
         let C = config.hiddenSize, V = config.vocabSize
         let norm = try keptFinalNorm ?? model.finalNorm()
-        let untied = try keptHead ?? model.head()
-        guard let weights = untied ?? embedding else { throw RunnerError("a tied head needs the whole embedding table") }
+        let weights = try outputHead(embedding: embedding)
         let chunk = max(1, min(rowsPerChunk, rows))  // one row when decoding: not 256 rows of logits
         let normed = Buffer(count: chunk * C)
         let logits = Buffer(count: chunk * V)
-        try weights.withUnsafeBufferPointer { w in
-            try norm.withUnsafeBufferPointer { g in
-                for first in stride(from: 0, to: rows, by: chunk) {
-                    let r = min(chunk, rows - first)
-                    rmsNorm(x: x.pointer + first * C, weight: g.baseAddress!,
-                            eps: Float(config.rmsNormEps), out: normed.pointer, T: r, C: C)
-                    BLAS.linear(x: normed.pointer, w: w.baseAddress!, y: logits.pointer,
-                                T: r, C: C, F: V)
-                    try body(first, r, logits.pointer)
-                }
+        try norm.withUnsafeBufferPointer { g in
+            for first in stride(from: 0, to: rows, by: chunk) {
+                let r = min(chunk, rows - first)
+                rmsNorm(x: x.pointer + first * C, weight: g.baseAddress!,
+                        eps: Float(config.rmsNormEps), out: normed.pointer, T: r, C: C)
+                try weights.logits(normed.pointer, rows: r, into: logits.pointer)
+                try body(first, r, logits.pointer)
             }
         }
+    }
+
+    /// The output head for a pass: the table it is tied to (`embedding`, from `embeddingTable`),
+    /// the kept head, the untied head whole, or — beyond `headBlockLimit` elements, when the model
+    /// reads rows alone — a block of vocabulary rows at a time.
+    func outputHead(embedding: [Float]?) throws -> OutputHead {
+        let C = config.hiddenSize, V = config.vocabSize
+        if config.tieWordEmbeddings {
+            guard let embedding else { throw RunnerError("a tied head needs the whole embedding table") }
+            return OutputHead(whole: embedding, V: V, C: C)
+        }
+        if let kept = keptHead, let head = kept { return OutputHead(whole: head, V: V, C: C) }
+        if model.readsEmbeddingRows && V * C > headBlockLimit {
+            return OutputHead(model: model, V: V, C: C, blockRows: max(1, headBlockLimit / 16 / max(C, 1)))
+        }
+        guard let head = try model.head() else { throw RunnerError("the model has no output head") }
+        return OutputHead(whole: head, V: V, C: C)
     }
 
     /// Logits [T, V] of one window (for tests and small checks).
@@ -222,4 +239,65 @@ public struct RunnerError: DiagnosedError {
     public var kind: FailureKind { .badData }
     public init(_ message: String) { self.message = message }
     public var description: String { message }
+}
+
+/// The output head's weights [V, C] for one pass: whole in memory, or read from the model a block
+/// of vocabulary rows at a time for each use (a 128k vocabulary's untied head is 2.1 GB as F32; a
+/// block is a few MB, and reading it again costs a small part of its product).
+struct OutputHead {
+    private let whole: [Float]?
+    private let model: Model?
+    let V: Int, C: Int
+    private let blockRows: Int
+
+    init(whole: [Float], V: Int, C: Int) {
+        (self.whole, model, self.V, self.C, blockRows) = (whole, nil, V, C, V)
+    }
+
+    init(model: Model, V: Int, C: Int, blockRows: Int) {
+        (whole, self.model, self.V, self.C, self.blockRows) = (nil, model, V, C, blockRows)
+    }
+
+    /// `body(vocabulary rows, their weights [rows.count, C])` for the blocks in order.
+    private func forEachBlock(_ body: (Range<Int>, UnsafePointer<Float>) throws -> Void) throws {
+        if let whole {
+            try whole.withUnsafeBufferPointer { try body(0..<V, $0.baseAddress!) }
+            return
+        }
+        for first in stride(from: 0, to: V, by: blockRows) {
+            let rows = first..<min(V, first + blockRows)
+            try model!.store.rows(TensorNames.head, Array(rows)).withUnsafeBufferPointer { try body(rows, $0.baseAddress!) }
+        }
+    }
+
+    /// logits[r, V] = normed[r, C] · headᵀ.
+    func logits(_ normed: UnsafePointer<Float>, rows r: Int, into logits: UnsafeMutablePointer<Float>) throws {
+        try forEachBlock { vs, w in
+            if vs.count == V {
+                BLAS.linear(x: normed, w: w, y: logits, T: r, C: C, F: V)
+            } else {
+                BLAS.sgemm(transA: false, transB: true, M: r, N: vs.count, K: C, alpha: 1, a: normed, lda: C, b: w, ldb: C,
+                           beta: 0, c: logits + vs.lowerBound, ldc: V)
+            }
+        }
+    }
+
+    /// The backward of `logits`, accumulating: dnormed[r, C] += dlogits[r, V] · head;
+    /// dHead[V, C] += dlogitsᵀ · normed when given.
+    func backward(dlogits: UnsafePointer<Float>, normed: UnsafePointer<Float>, rows r: Int,
+                  dnormed: UnsafeMutablePointer<Float>, dHead: UnsafeMutablePointer<Float>?) throws {
+        try forEachBlock { vs, w in
+            if vs.count == V {
+                BLAS.linearBackward(dy: dlogits, x: normed, w: w, dx: dnormed, dw: dHead, T: r, C: C, F: V)
+                return
+            }
+            let dy = dlogits + vs.lowerBound
+            BLAS.sgemm(transA: false, transB: false, M: r, N: C, K: vs.count, alpha: 1, a: dy, lda: V, b: w, ldb: C,
+                       beta: 1, c: dnormed, ldc: C)
+            if let dHead {
+                BLAS.sgemm(transA: true, transB: false, M: vs.count, N: C, K: r, alpha: 1, a: dy, lda: V, b: normed, ldb: C,
+                           beta: 1, c: dHead + vs.lowerBound * C, ldc: C)
+            }
+        }
+    }
 }

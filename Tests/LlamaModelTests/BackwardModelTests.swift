@@ -10,12 +10,14 @@ import XCTest
 /// parameter, both activation policies), SmolLM2 in float32 through transformers on one window of
 /// 128 WikiText-2 tokens (every parameter's gradient norm and three of its rows).
 final class BackwardModelTests: XCTestCase {
-    func checkTiny(_ name: String, policy: ActivationPolicy) throws {
+    /// `headRows`: the untied head read that many vocabulary rows at a time (nil: whole).
+    func checkTiny(_ name: String, policy: ActivationPolicy, headRows: Int? = nil) throws {
         let model = try Model.open(Fixtures.url("model/\(name).safetensors").path)
         let ref = try TensorFile(path: Fixtures.url("backward/model_\(name).safetensors").path)
         let tokens = try ref.integers("tokens").map { Int32($0) }
         let windows = [Array(tokens[0..<19]), Array(tokens[19...])]
         let runner = Runner(model: model, maxPositions: 19)
+        if let headRows { runner.headBlockLimit = 16 * model.config.hiddenSize * headRows }
         var gradients = ModelGradients(zerosLike: model)
         let loss = try runner.lossAndGradients(windows, into: &gradients, policy: policy)
         XCTAssertEqual(loss.count, 36)
@@ -32,6 +34,8 @@ final class BackwardModelTests: XCTestCase {
     func testTinyUniformGradientsEqualTorch() throws {
         try checkTiny("tiny_uniform", policy: .recompute)
         try checkTiny("tiny_uniform", policy: .keep)
+        // Its untied head read 7 vocabulary rows at a time (as a 128k vocabulary's is).
+        try checkTiny("tiny_uniform", policy: .keep, headRows: 7)
     }
 
     func testTinyNonUniformGradientsEqualTorch() throws {

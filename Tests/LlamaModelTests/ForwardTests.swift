@@ -14,11 +14,13 @@ final class ForwardTests: XCTestCase {
         return ([Array(tokens[0..<T]), Array(tokens[T...])], try ref.doubles("logits"), try ref.doubles("loss"))
     }
 
-    func checkModel(_ name: String) throws {
+    /// `headRows`: an untied head read that many vocabulary rows at a time (nil: whole).
+    func checkModel(_ name: String, headRows: Int? = nil) throws {
         let model = try Model.open(Fixtures.url("model/\(name).safetensors").path)
         let (windows, logits, loss) = try reference(name)
         let T = windows[0].count, V = model.config.vocabSize
         let runner = Runner(model: model, maxPositions: T)
+        if let headRows { runner.headBlockLimit = 16 * model.config.hiddenSize * headRows }
         for (s, window) in windows.enumerated() {
             let mine = try runner.logits(window)
             assertAllClose(mine, Array(logits[(s * T * V)..<((s + 1) * T * V)]), atol: 2e-4, rtol: 1e-4,
@@ -31,6 +33,8 @@ final class ForwardTests: XCTestCase {
 
     func testUniformModelWithAllBiasesMatchesReference() throws {
         try checkModel("tiny_uniform")
+        try checkModel("tiny_uniform", headRows: 7)  // its untied head read 7 vocabulary rows at a time
+        try checkModel("tiny_uniform", headRows: 1)
     }
 
     func testNonUniformModelWithEmptyLayersAndLlama3RopeMatchesReference() throws {
