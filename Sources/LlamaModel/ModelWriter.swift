@@ -30,6 +30,11 @@ public final class ModelWriter: WholeFileWriter {
         try writer.write(name, floats: values)
     }
 
+    /// The next tensor from consecutive parts of its values (`TensorFileWriter.write(_:inParts:)`).
+    public func write(_ name: String, inParts body: ((UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
+        try writer.write(name, inParts: body)
+    }
+
     public func finish() throws { try writer.finish() }
     public func abort() { writer.abort() }
 }
@@ -63,13 +68,42 @@ extension Model {
             tokenizerJSON: tokenizerJSON, metadata: meta)
         try writer.complete {
             for (i, name) in names.enumerated() {
-                let values = try floats(name)
-                if let j = values.firstIndex(where: { !$0.isFinite }) {
-                    throw TensorIOError.badData("\(self.path): \(name) holds \(values[j]) at element \(j)")
-                }
-                try writer.write(name, values)
+                try copy(name, to: writer, checkFinite: true)
                 progress?(i + 1, names.count)
             }
         }
+    }
+}
+
+extension Model {
+    /// Writes tensor `name` unchanged as `writer`'s next tensor; returns its element count. A
+    /// tensor beyond `largeTensor` elements of a model that reads rows alone goes a block of rows
+    /// at a time (a 128k vocabulary's embedding and head are 2.1 GB each as F32). `checkFinite`:
+    /// NaN or ±Inf anywhere is refused, with the tensor and element named.
+    @discardableResult
+    public func copy(_ name: String, to writer: ModelWriter, checkFinite: Bool = false, largeTensor: Int = 1 << 26) throws -> Int {
+        let shape = self.shape(name) ?? []
+        let rows = shape.first ?? 1, count = shape.reduce(1, *)
+        func check(_ values: UnsafeBufferPointer<Float>, from first: Int) throws {
+            guard checkFinite, let j = values.firstIndex(where: { !$0.isFinite }) else { return }
+            throw TensorIOError.badData("\(path): \(name) holds \(values[j]) at element \(first + j)")
+        }
+        guard store.readsRows, shape.count >= 2, count > largeTensor else {
+            let values = try floats(name)
+            try values.withUnsafeBufferPointer { try check($0, from: 0) }
+            try writer.write(name, values)
+            return values.count
+        }
+        let width = count / max(rows, 1), block = max(1, largeTensor / 16 / max(width, 1))
+        try writer.write(name) { part in
+            for first in stride(from: 0, to: rows, by: block) {
+                let values = try store.rows(name, Array(first..<min(rows, first + block)))
+                try values.withUnsafeBufferPointer {
+                    try check($0, from: first * width)
+                    try part($0)
+                }
+            }
+        }
+        return count
     }
 }

@@ -261,7 +261,7 @@ extension Restoration {
                                      tokenizerJSON: sliced.tokenizerJSON, metadata: meta)
         var reports: [LayerRestoreReport] = []
         try writer.complete {
-            try writer.write(TensorNames.embedding, try sliced.embedding())
+            try sliced.copy(TensorNames.embedding, to: writer)
             for l in 0..<c.numLayers {
                 let report = try restoreLayer(l, dense: dense, stats: stats, plan: plan.layers[l], method: method, damp: damp)
                 for name in sliced.layerTensorNames(l) {
@@ -281,7 +281,7 @@ extension Restoration {
                 progress(l + 1)
             }
             try writer.write(TensorNames.finalNorm, try sliced.finalNorm())
-            if let head = try sliced.head() { try writer.write(TensorNames.head, head) }
+            if !sliced.config.tieWordEmbeddings { try sliced.copy(TensorNames.head, to: writer) }
         }
         return reports
     }

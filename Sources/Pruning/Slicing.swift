@@ -42,7 +42,7 @@ public enum Slicing {
                 after += values.count
                 try writer.write(name, values)
             }
-            try put(TensorNames.embedding, try model.embedding())
+            after += try model.copy(TensorNames.embedding, to: writer)
             for l in 0..<c.numLayers {
                 for (name, values) in layer(l, weights: try model.layer(l), plan: plan.layers[l], config: c) {
                     try put(name, values)
@@ -50,7 +50,7 @@ public enum Slicing {
                 progress(l + 1)
             }
             try put(TensorNames.finalNorm, try model.finalNorm())
-            if let head = try model.head() { try put(TensorNames.head, head) }
+            if !c.tieWordEmbeddings { after += try model.copy(TensorNames.head, to: writer) }
         }
         return (model.totalParameters, after)
     }

@@ -104,6 +104,42 @@ public final class TensorFileWriter: WholeFileWriter {
         }
     }
 
+    /// The next tensor from consecutive parts of its values: `body` hands each part to the function
+    /// it is given, in order, so that a large tensor (a 128k vocabulary's embedding) is never whole
+    /// in memory. Together the parts must be exactly the entry's elements.
+    public func write(_ name: String, inParts body: ((UnsafeBufferPointer<Float>) throws -> Void) throws -> Void) throws {
+        guard nextIndex < header.entries.count, header.entries[nextIndex].name == name else {
+            _ = try expect(name, byteCount: -1)
+            return
+        }
+        let entry = try expect(name, byteCount: header.entries[nextIndex].byteCount)
+        guard [DType.F32, .F16, .BF16, .F64].contains(entry.dtype) else {
+            throw TensorIOError.badData("\(output.name): tensor '\(name)' is \(entry.dtype); cannot write floating-point values to it")
+        }
+        let chunk = max(1, (4 << 20) / entry.dtype.size)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk * entry.dtype.size, alignment: 64)
+        defer { buffer.deallocate() }
+        var written = 0
+        try body { part in
+            guard written + part.count <= entry.elementCount else {
+                failed = true
+                throw TensorIOError.badData("\(output.name): tensor '\(name)': parts exceed its \(entry.elementCount) elements")
+            }
+            for start in stride(from: 0, to: part.count, by: chunk) {
+                let n = min(chunk, part.count - start)
+                let dst = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(n * entry.dtype.size)])
+                encodeFloats(UnsafeBufferPointer(rebasing: part[start..<(start + n)]), dtype: entry.dtype, into: dst)
+                try emit(UnsafeRawBufferPointer(dst))
+            }
+            written += part.count
+        }
+        guard written == entry.elementCount else {
+            failed = true
+            throw TensorIOError.badData("\(output.name): tensor '\(name)': parts hold \(written) of its \(entry.elementCount) elements")
+        }
+        nextIndex += 1
+    }
+
     public func write(_ name: String, doubles: [Double]) throws {
         try doubles.withUnsafeBufferPointer { src in
             try writeConverted(name, count: src.count, kind: "floating-point") { range, dst, dtype in

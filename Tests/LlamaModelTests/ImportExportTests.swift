@@ -40,6 +40,39 @@ final class ImportExportTests: XCTestCase {
         }
     }
 
+    /// A tensor copied a block of rows at a time writes the same file as copied whole, and a
+    /// non-finite value is named by its element in the whole tensor.
+    func testCopyByRowBlocksWritesTheSameFile() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let source = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        func copy(_ name: String, largeTensor: Int) throws -> Data {
+            let path = dir.appendingPathComponent(name).path
+            let names = source.tensorNames
+            let writer = try ModelWriter(path: path, config: source.config, tensors: names.map { ($0, source.shape($0)!) },
+                                         dtype: { source.storageType($0) }, tokenizerJSON: nil, metadata: [:])
+            for name in names { try source.copy(name, to: writer, checkFinite: true, largeTensor: largeTensor) }
+            try writer.finish()
+            return try Data(contentsOf: URL(fileURLWithPath: path))
+        }
+        XCTAssertEqual(try copy("blocks.st", largeTensor: 40), try copy("whole.st", largeTensor: .max))
+
+        var bad = source.tensorNames.map { ($0, try! source.floats($0)) }
+        bad[0].1[bad[0].1.count - 2] = .nan
+        let path = dir.appendingPathComponent("nan.st").path
+        let writer = try ModelWriter(path: path, config: source.config, tensors: bad.map { ($0.0, source.shape($0.0)!) },
+                                     dtype: { _ in .F32 }, tokenizerJSON: nil, metadata: [:])
+        for (name, values) in bad { try writer.write(name, values) }
+        try writer.finish()
+        let nan = try Model.open(path)
+        let out = try ModelWriter(path: dir.appendingPathComponent("out.st").path, config: source.config,
+                                  tensors: bad.map { ($0.0, source.shape($0.0)!) }, dtype: { _ in .F32 },
+                                  tokenizerJSON: nil, metadata: [:])
+        XCTAssertThrowsError(try nan.copy(bad[0].0, to: out, checkFinite: true, largeTensor: 40)) {
+            XCTAssertEqual("\($0)", "\(path): \(bad[0].0) holds nan at element \(bad[0].1.count - 2)")
+        }
+        out.abort()
+    }
+
     func testNonUniformModelRefusesHuggingFaceExport() throws {
         let model = try Model.open(Fixtures.url("model/tiny_nonuniform.safetensors").path)
         XCTAssertThrowsError(try model.exportHuggingFace(to: Fixtures.temporaryDirectory().path)) {

@@ -53,4 +53,35 @@ final class TensorRowsTests: XCTestCase {
         }
         XCTAssertGreaterThan(checked, 5)
     }
+
+    /// A tensor written in parts gives the bytes of the whole written at once; parts that fall
+    /// short of or exceed its elements fail the write, and nothing is left at the path.
+    func testTensorWrittenInPartsEqualsTheWholeAndMustBeExact() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let values = (0..<(9 * 4)).map { Float($0) * 0.61 - 7 }
+        let entries = [TensorEntry(name: "e", dtype: .BF16, shape: [9, 4]), TensorEntry(name: "n", dtype: .F32, shape: [4])]
+        func write(_ name: String, parts: [Range<Int>]?) throws -> String {
+            let path = dir.appendingPathComponent(name).path
+            let writer = try TensorFileWriter(path: path, entries: entries, metadata: ["m": "1"])
+            if let parts {
+                try values.withUnsafeBufferPointer { all in
+                    try writer.write("e") { part in for r in parts { try part(UnsafeBufferPointer(rebasing: all[r])) } }
+                }
+            } else {
+                try writer.write("e", floats: values)
+            }
+            try writer.write("n", floats: [1, 2, 3, 4])
+            try writer.finish()
+            return path
+        }
+        let whole = try Data(contentsOf: URL(fileURLWithPath: try write("whole.st", parts: nil)))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: try write("parts.st", parts: [0..<8, 8..<8, 8..<36]))), whole)
+        for (name, parts, message) in [("short.st", [0..<20], "parts hold 20 of its 36 elements"),
+                                       ("long.st", [0..<36, 0..<1], "parts exceed its 36 elements")] {
+            XCTAssertThrowsError(try write(name, parts: parts)) {
+                XCTAssertEqual(($0 as? TensorIOError)?.message, "\(dir.appendingPathComponent(name).path): tensor 'e': \(message)")
+            }
+            XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path))
+        }
+    }
 }
