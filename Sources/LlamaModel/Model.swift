@@ -106,8 +106,9 @@ public final class Model {
     /// The embedding rows of `ids` [ids.count, C], read without widening the rest of the table
     /// where the model's file allows (a 128k vocabulary's embedding is 2 GB as F32).
     public func embeddingRows(_ ids: [Int]) throws -> [Float] { try store.rows(TensorNames.embedding, ids) }
-    /// Whether `embeddingRows` reads the rows alone and may be called again (not a stream).
-    public var readsEmbeddingRows: Bool { store.readsRows }
+    /// Whether a tensor's rows (`embeddingRows`, an untied head's blocks) are read alone and may be
+    /// read again (not a stream).
+    public var readsRowsAlone: Bool { store.readsRows }
     public func finalNorm() throws -> [Float] { try floats(TensorNames.finalNorm) }
     /// The output head [V, C], or nil when it is tied to the embedding.
     public func head() throws -> [Float]? {

@@ -44,7 +44,7 @@ public final class Runner {
     /// model is a stream that is read once. nil: `embed` reads only the rows each batch needs and
     /// the table is never widened whole (a 128k vocabulary's is 2 GB as F32).
     public func embeddingTable() throws -> [Float]? {
-        config.tieWordEmbeddings || !model.readsEmbeddingRows ? try model.embedding() : nil
+        config.tieWordEmbeddings || !model.readsRowsAlone ? try model.embedding() : nil
     }
 
     /// The hidden states after the embedding: x[N·T, C], from `embedding` (`embeddingTable()`),
@@ -172,7 +172,7 @@ public final class Runner {
             return OutputHead(whole: embedding, V: V, C: C)
         }
         if let kept = keptHead, let head = kept { return OutputHead(whole: head, V: V, C: C) }
-        if model.readsEmbeddingRows && V * C > headBlockLimit {
+        if model.readsRowsAlone && V * C > headBlockLimit {
             return OutputHead(model: model, V: V, C: C, blockRows: max(1, headBlockLimit / 16 / max(C, 1)))
         }
         guard let head = try model.head() else { throw RunnerError("the model has no output head") }
