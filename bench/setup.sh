@@ -3,6 +3,7 @@
 # threads, work, bin, peak; $1 is the model (default: SmolLM2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 model="${1:-$("$root/scripts/fetch-model.sh")}"
 threads="${THREADS:-$(nproc)}"

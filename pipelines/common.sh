@@ -10,6 +10,7 @@
 # binary and by the arguments, and reused by later runs; CACHE=none turns it off).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 model="${1:-}"
 ratio="${2:-0.2}"

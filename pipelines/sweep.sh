@@ -13,6 +13,7 @@
 # Example: TASKS=all TASK_LIMIT=500 RECOVER=100 pipelines/sweep.sh "" "0.5"
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 model="${1:-}"
 ratios="${2:-0.2 0.5}"
 methods="${METHODS:-flap wanda-sp cfsp fasp llm-pruner hywia composed}"
