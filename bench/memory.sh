@@ -19,6 +19,7 @@
 # reads was made).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 shape="${1:?usage: bench/memory.sh llama2-7b|llama3-8b [MODEL_DIR]}"
 big="${BIG:-/tmp/prunekit-big}"

@@ -11,6 +11,7 @@
 #                               REPEAT: runs of each measurement, the fastest kept, default 2)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 big="${BIG:-/tmp/prunekit-big}"
 layers="${LAYERS:-4}"

@@ -4,6 +4,7 @@
 # `zstd -1` on the same bytes and against a plain file copy. One run, same machine.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 model="${1:-$("$root/scripts/fetch-model.sh")}"
 work="$(mktemp -d "${TMPDIR:-/tmp}/prunekit-bench.XXXXXX")"
 trap 'rm -rf "$work"' EXIT

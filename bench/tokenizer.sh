@@ -7,6 +7,7 @@
 # Usage: bench/tokenizer.sh [MODEL.gguf]   (default: SmolLM2, plus the shared vocabularies)
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 model="${1:-$("$root/scripts/fetch-model.sh")}"
 text="$data/wikitext-2-raw/wiki.test.raw"

@@ -6,6 +6,7 @@
 # checked/unchecked. Usage: bench/unchecked.sh [MODEL.gguf]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
+source "$root/scripts/blas-env.sh"
 data="${PRUNEKIT_DATA:-$root/../shared/data}"
 model="${1:-$("$root/scripts/fetch-model.sh")}"
 repeat="${REPEAT:-3}"
