@@ -22,18 +22,8 @@ public enum Fingerprint {
             let shape = model.shape(name) ?? []
             feed("\n\(name) \(shape.map(String.init).joined(separator: "x"))\n")
             // A large tensor (a 128k vocabulary's embedding and head: 2 GB each as F32) is fed a
-            // block of rows at a time where the store reads rows alone: the same bytes, in order.
-            let rows = shape.first ?? 1, width = shape.dropFirst().reduce(1, *)
-            if model.store.readsRows, shape.count >= 2, rows * width > largeTensor {
-                let block = max(1, largeTensor / 16 / max(width, 1))
-                for first in stride(from: 0, to: rows, by: block) {
-                    let values = try model.store.rows(name, Array(first..<min(rows, first + block)))
-                    values.withUnsafeBytes { hash.update($0) }
-                }
-            } else {
-                let values = try model.floats(name)
-                values.withUnsafeBytes { hash.update($0) }
-            }
+            // block of rows at a time: the same bytes, in order.
+            try model.forEachPart(name, largeTensor: largeTensor) { values, _ in values.withUnsafeBytes { hash.update($0) } }
         }
         return SHA256.hex(hash.finalize())
     }

@@ -82,28 +82,29 @@ extension Model {
     /// NaN or ±Inf anywhere is refused, with the tensor and element named.
     @discardableResult
     public func copy(_ name: String, to writer: ModelWriter, checkFinite: Bool = false, largeTensor: Int = 1 << 26) throws -> Int {
-        let shape = self.shape(name) ?? []
-        let rows = shape.first ?? 1, count = shape.reduce(1, *)
-        func check(_ values: UnsafeBufferPointer<Float>, from first: Int) throws {
-            guard checkFinite, let j = values.firstIndex(where: { !$0.isFinite }) else { return }
-            throw TensorIOError.badData("\(path): \(name) holds \(values[j]) at element \(first + j)")
-        }
-        guard store.readsRows, shape.count >= 2, count > largeTensor else {
-            let values = try floats(name)
-            try values.withUnsafeBufferPointer { try check($0, from: 0) }
-            try writer.write(name, values)
-            return values.count
-        }
-        let width = count / max(rows, 1), block = max(1, largeTensor / 16 / max(width, 1))
+        var count = 0
         try writer.write(name) { part in
-            for first in stride(from: 0, to: rows, by: block) {
-                let values = try store.rows(name, Array(first..<min(rows, first + block)))
-                try values.withUnsafeBufferPointer {
-                    try check($0, from: first * width)
-                    try part($0)
+            try forEachPart(name, largeTensor: largeTensor) { values, first in
+                if checkFinite, let j = values.firstIndex(where: { !$0.isFinite }) {
+                    throw TensorIOError.badData("\(path): \(name) holds \(values[j]) at element \(first + j)")
                 }
+                try values.withUnsafeBufferPointer { try part($0) }
+                count += values.count
             }
         }
         return count
+    }
+
+    /// Tensor `name`'s values in order: whole, or — a tensor of two or more dimensions beyond
+    /// `largeTensor` elements, of a model that reads rows alone — a block of rows (about a
+    /// sixteenth of `largeTensor` elements) at a time. `body(values, index of their first element)`.
+    func forEachPart(_ name: String, largeTensor: Int, _ body: ([Float], Int) throws -> Void) throws {
+        let shape = self.shape(name) ?? []
+        let rows = shape.first ?? 1, count = shape.reduce(1, *)
+        guard store.readsRows, shape.count >= 2, count > largeTensor else { return try body(try floats(name), 0) }
+        let width = count / max(rows, 1), block = max(1, largeTensor / 16 / max(width, 1))
+        for first in stride(from: 0, to: rows, by: block) {
+            try body(try store.rows(name, Array(first..<min(rows, first + block))), first * width)
+        }
     }
 }
