@@ -83,7 +83,7 @@ let package = Package(
                     swiftSettings: fast),
         .testTarget(name: "TrainingTests", dependencies: ["Training", "LlamaModel", "Tokenization", "TensorIO", "TestSupport"],
                     swiftSettings: fast),
-        .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel"], swiftSettings: fast),
+        .testTarget(name: "ToolTests", dependencies: ["TestSupport", "TensorIO", "LlamaModel", "Kernels"], swiftSettings: fast),
     ],
     swiftLanguageModes: [.v5]
 )

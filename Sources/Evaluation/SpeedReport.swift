@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import LlamaModel
 import TensorIO
 
@@ -26,6 +27,8 @@ public struct SpeedReport: Codable, Sendable {
     /// The measuring process's peak resident memory in MB (VmHWM), filled in by the caller (the
     /// process must have measured this one model only); 0 when not measured.
     public var peakResidentMB: Double = 0
+    /// The kernels OpenBLAS ran (its core type, `BLAS.coreName`).
+    public var blasCore: String = BLAS.coreName
 
     enum CodingKeys: String, CodingKey {
         case model, parameters
@@ -35,7 +38,7 @@ public struct SpeedReport: Codable, Sendable {
         case prefillTokensPerSecond2048 = "prefill_tokens_per_second_2048"
         case decodeTokensPerSecond128 = "decode_tokens_per_second_128"
         case decodeTokensPerSecond1024 = "decode_tokens_per_second_1024"
-        case peakResidentMB = "peak_rss_mb"
+        case peakResidentMB = "peak_rss_mb", blasCore = "blas_core"
     }
 
     /// Multiply-accumulates per token at context T.
@@ -119,6 +122,8 @@ public struct SpeedReport: Codable, Sendable {
             }
             lines.append(line)
         }
+        lines.append("OpenBLAS kernels".padding(toLength: 30, withPad: " ", startingAt: 0) + cell(blasCore, 16)
+            + (dense.map { cell($0.blasCore, 16) } ?? ""))
         return lines
     }
 }

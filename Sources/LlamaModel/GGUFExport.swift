@@ -33,8 +33,10 @@ extension Model {
     /// attn_q/attn_k permuted per layer into llama.cpp's interleaved rotary order; the tokenizer
     /// as `tokenizer.ggml.*`. Refuses what llama.cpp's deci graph would compute differently: a
     /// layer with attention but no MLP (deci skips the whole layer) and a layer without heads
-    /// whose o_proj keeps a bias.
-    public func exportGGUF(to path: String, type: GGUFExportType, progress: ((Int, Int) -> Void)? = nil) throws {
+    /// whose o_proj keeps a bias. A tensor beyond `largeTensor` elements (a 128k vocabulary's embedding and head)
+    /// is read and written a block of rows at a time.
+    public func exportGGUF(to path: String, type: GGUFExportType, largeTensor: Int = 1 << 26,
+                           progress: ((Int, Int) -> Void)? = nil) throws {
         let c = config
         let L = c.numLayers, C = c.hiddenSize, D = c.headDim
         let arch = c.isUniform ? "llama" : "deci"
@@ -114,12 +116,16 @@ extension Model {
         let writer = try GGUFWriter(path: path, metadata: meta, tensors: specs.map(\.0))
         try writer.complete {
             for (i, (spec, hf)) in specs.enumerated() {
-                var values = try synthetic[spec.name] ?? floats(hf)
-                if let (l, p, _) = TensorNames.projection(of: hf), p == .q || p == .k {
+                if let values = synthetic[spec.name] {
+                    try writer.write(spec.name, values)
+                } else if let (l, p, _) = TensorNames.projection(of: hf), p == .q || p == .k {
                     let rows = spec.shape[0], cols = spec.shape.count > 1 ? spec.shape[1] : 1
-                    values = rotaryRows(values, heads: p == .q ? c.headCounts[l] : c.kvHeadCounts[l], rows: rows, cols: cols, to: .gguf)
+                    try writer.write(spec.name, rotaryRows(try floats(hf), heads: p == .q ? c.headCounts[l] : c.kvHeadCounts[l],
+                                                           rows: rows, cols: cols, to: .gguf))
+                } else {
+                    // A large embedding or head goes a block of rows at a time (Model.forEachPart).
+                    try writer.write(spec.name) { emit in try forEachPart(hf, largeTensor: largeTensor) { values, _ in try emit(values) } }
                 }
-                try writer.write(spec.name, values)
                 progress?(i + 1, specs.count)
             }
         }

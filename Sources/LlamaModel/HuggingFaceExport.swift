@@ -7,7 +7,7 @@ import TensorIO
 /// only uniform models export this way; biases go through `attention_bias` / `mlp_bias`, which
 /// give every projection of the group a bias (zero where the model has none).
 extension Model {
-    public func exportHuggingFace(to directory: String, weightType: WeightType = .auto,
+    public func exportHuggingFace(to directory: String, weightType: WeightType = .auto, largeTensor: Int = 1 << 26,
                                   progress: ((Int, Int) -> Void)? = nil) throws {
         let c = config
         guard c.valueWidths == nil else {
@@ -55,7 +55,7 @@ extension Model {
         let written = ["model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json"]
         do {
             try writeHuggingFaceFiles(dir, names: names, weightType: weightType, attentionBias: attentionBias,
-                                      mlpBias: mlpBias, progress: progress)
+                                      mlpBias: mlpBias, largeTensor: largeTensor, progress: progress)
         } catch {
             // A failed export (a full disk) leaves no partial directory: the files it wrote go, and
             // the directory too when this export made it.
@@ -66,7 +66,8 @@ extension Model {
     }
 
     private func writeHuggingFaceFiles(_ dir: URL, names: [(name: String, shape: [Int])], weightType: WeightType,
-                                       attentionBias: Bool, mlpBias: Bool, progress: ((Int, Int) -> Void)?) throws {
+                                       attentionBias: Bool, mlpBias: Bool, largeTensor: Int,
+                                       progress: ((Int, Int) -> Void)?) throws {
         let c = config
         let dtypeName: String
         switch weightType {
@@ -81,10 +82,16 @@ extension Model {
             metadata: ["format": "pt"], compress: false)
         try writer.complete {
             for (i, entry) in entries.enumerated() {
-                let values = shape(entry.name) != nil
-                    ? try floats(entry.name)
-                    : [Float](repeating: 0, count: entry.elementCount)  // an absent bias
-                try writer.write(entry.name, floats: values)
+                if shape(entry.name) != nil {
+                    // A large embedding or head goes a block of rows at a time (Model.forEachPart).
+                    try writer.write(entry.name) { part in
+                        try forEachPart(entry.name, largeTensor: largeTensor) { values, _ in
+                            try values.withUnsafeBufferPointer { try part($0) }
+                        }
+                    }
+                } else {
+                    try writer.write(entry.name, floats: [Float](repeating: 0, count: entry.elementCount))  // an absent bias
+                }
                 progress?(i + 1, entries.count)
             }
         }

@@ -25,7 +25,6 @@ public final class GGUFWriter: WholeFileWriter {
     private let sink: BufferedSink
     private let specs: [TensorSpec]
     private var next = 0
-    private var written = 0
 
     public init(path: String, metadata: [(String, GGUFValue)], tensors: [TensorSpec]) throws {
         for t in tensors where (t.shape.last ?? 0) % t.type.blockSize != 0 {
@@ -103,31 +102,47 @@ public final class GGUFWriter: WholeFileWriter {
     /// The next tensor's values, converted to its type (F32, F16 or Q8_0 as llama.cpp's reference
     /// quantiser does: per block of 32, d = max|x|/127 as F16, q = round(x/d)).
     public func write(_ name: String, _ values: [Float]) throws {
-        guard next < specs.count, specs[next].name == name, values.count == specs[next].elements else {
-            throw TensorIOError.badData("GGUF writer: expected tensor \(next < specs.count ? specs[next].name : "none") with \(next < specs.count ? specs[next].elements : 0) values, got \(name) with \(values.count)")
+        try write(name) { emit in try emit(values) }
+    }
+
+    /// The next tensor's values in order, given in parts (`body` calls `emit` once per part, each a whole number
+    /// of the type's blocks, e.g. a block of rows): a large tensor is written without being held whole.
+    public func write(_ name: String, inParts body: (_ emit: ([Float]) throws -> Void) throws -> Void) throws {
+        guard next < specs.count, specs[next].name == name else {
+            throw TensorIOError.badData("GGUF writer: expected tensor \(next < specs.count ? specs[next].name : "none"), got \(name)")
         }
         let t = specs[next]
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(t.bytes)
-        switch t.type {
-        case .F32:
-            values.withUnsafeBytes { bytes += $0 }
-        case .F16:
-            for v in values { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { bytes += $0 } }
-        case .Q8_0:
-            for start in stride(from: 0, to: values.count, by: 32) {
-                let block = values[start..<start + 32]
-                let amax = block.reduce(Float(0)) { max($0, abs($1)) }
-                let d = amax / 127
-                let id: Float = d != 0 ? 1 / d : 0
-                withUnsafeBytes(of: Float16(d).bitPattern.littleEndian) { bytes += $0 }
-                for v in block { bytes.append(UInt8(bitPattern: Int8((v * id).rounded()))) }
+        guard [.F32, .F16, .Q8_0].contains(t.type) else { throw TensorIOError.badData("GGUF writer: cannot write \(t.type)") }
+        var written = 0
+        try body { values in
+            guard values.count % t.type.blockSize == 0, written + values.count <= t.elements else {
+                throw TensorIOError.badData("GGUF writer: tensor \(name): a part of \(values.count) values after \(written) does not fit its \(t.elements) in blocks of \(t.type.blockSize)")
             }
-        default:
-            throw TensorIOError.badData("GGUF writer: cannot write \(t.type)")
+            var bytes = [UInt8]()
+            bytes.reserveCapacity(values.count / t.type.blockSize * t.type.typeSize)
+            switch t.type {
+            case .F32:
+                values.withUnsafeBytes { bytes += $0 }
+            case .F16:
+                for v in values { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { bytes += $0 } }
+            default:  // Q8_0
+                for start in stride(from: 0, to: values.count, by: 32) {
+                    let block = values[start..<start + 32]
+                    let amax = block.reduce(Float(0)) { max($0, abs($1)) }
+                    let d = amax / 127
+                    let id: Float = d != 0 ? 1 / d : 0
+                    withUnsafeBytes(of: Float16(d).bitPattern.littleEndian) { bytes += $0 }
+                    for v in block { bytes.append(UInt8(bitPattern: Int8((v * id).rounded()))) }
+                }
+            }
+            try bytes.withUnsafeBytes { try sink.write($0) }
+            written += values.count
         }
-        while bytes.count % Self.alignment != 0 { bytes.append(0) }
-        try bytes.withUnsafeBytes { try sink.write($0) }
+        guard written == t.elements else {
+            throw TensorIOError.badData("GGUF writer: tensor \(name): parts hold \(written) of its \(t.elements) values")
+        }
+        let padding = (Self.alignment - t.bytes % Self.alignment) % Self.alignment
+        if padding > 0 { try [UInt8](repeating: 0, count: padding).withUnsafeBytes { try sink.write($0) } }
         next += 1
     }
 

@@ -13,6 +13,15 @@ public func printError(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
 }
 
+extension ParsableCommand {
+    /// A tool's entry point: first the kernels this CPU supports (`BLAS.reexecWithTheCPUsKernels`, which may
+    /// re-execute the program before anything is read), then the command's `main()`.
+    public static func runAsTool() {
+        BLAS.reexecWithTheCPUsKernels()
+        main()
+    }
+}
+
 /// Runs a tool's body: a `DiagnosedError` becomes one line `tool: message` on stderr and the
 /// exit code of its kind (64 usage, 65 bad data, 66 missing input, 74 I/O).
 public func runToolBody(_ tool: String, _ body: () throws -> Void) throws {

@@ -72,4 +72,4 @@ struct Allocate: ParsableCommand {
     }
 }
 
-Allocate.main()
+Allocate.runAsTool()

@@ -131,4 +131,4 @@ struct Run: ParsableCommand {
     }
 }
 
-Calibrate.main()
+Calibrate.runAsTool()

@@ -89,4 +89,4 @@ struct Convert: ParsableCommand {
     }
 }
 
-Convert.main()
+Convert.runAsTool()

@@ -100,4 +100,4 @@ struct Evaluate: ParsableCommand {
     }
 }
 
-Evaluate.main()
+Evaluate.runAsTool()

@@ -270,4 +270,4 @@ extension String {
     func trimmingSuffix(_ s: String) -> String { hasSuffix(s) && count > s.count ? String(dropLast(s.count)) : self }
 }
 
-Finetune.main()
+Finetune.runAsTool()

@@ -64,4 +64,4 @@ struct Restore: ParsableCommand {
     }
 }
 
-Restore.main()
+Restore.runAsTool()

@@ -77,4 +77,4 @@ struct Score: ParsableCommand {
     }
 }
 
-Score.main()
+Score.runAsTool()

@@ -50,4 +50,4 @@ struct Slice: ParsableCommand {
     }
 }
 
-Slice.main()
+Slice.runAsTool()

@@ -196,3 +196,18 @@ final class BLASTests: XCTestCase {
         }
     }
 }
+
+/// The core type chosen for OpenBLAS from the CPU's flags, as scripts/blas-env.sh chooses it.
+final class BLASCoreTests: XCTestCase {
+    func testCoreTypeFollowsTheNewestFlags() {
+        func core(_ flags: String) -> String? { BLAS.coreType(cpuFlags: flags.split(separator: " ")) }
+        XCTAssertEqual(core("fpu sse3 avx avx2 fma avx512f avx512dq avx512bw avx512vl avx512_bf16"), "Cooperlake")
+        XCTAssertEqual(core("sse3 avx2 fma avx512f avx512dq avx512bw avx512vl"), "SkylakeX")
+        XCTAssertEqual(core("sse3 avx2 fma avx512f"), "Haswell")  // AVX-512 F alone (Knights Landing): not SkylakeX
+        XCTAssertEqual(core("sse3 avx avx2 fma"), "Haswell")
+        XCTAssertNil(core("sse3 avx avx2"))  // no FMA
+        XCTAssertNil(core("sse3 avx"))
+        XCTAssertNil(core(""))
+        XCTAssertNil(core("avx2fma avx512_bf16x"))  // whole flags only
+    }
+}

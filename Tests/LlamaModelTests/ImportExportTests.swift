@@ -40,6 +40,20 @@ final class ImportExportTests: XCTestCase {
         }
     }
 
+    /// A Hugging Face export that reads and writes large tensors a block of rows at a time writes the same
+    /// model.safetensors as one that holds each tensor whole.
+    func testHuggingFaceExportByRowBlocksWritesTheSameFile() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let source = try Model.open(Fixtures.url("model/tiny_uniform.safetensors").path)
+        func export(_ name: String, largeTensor: Int) throws -> Data {
+            let hf = dir.appendingPathComponent(name).path
+            try source.exportHuggingFace(to: hf, largeTensor: largeTensor)
+            return try Data(contentsOf: URL(fileURLWithPath: hf + "/model.safetensors"))
+        }
+        XCTAssertTrue(source.readsRowsAlone)
+        XCTAssertEqual(try export("blocks", largeTensor: 40), try export("whole", largeTensor: .max))
+    }
+
     /// A tensor copied a block of rows at a time writes the same file as copied whole, and a
     /// non-finite value is named by its element in the whole tensor.
     func testCopyByRowBlocksWritesTheSameFile() throws {

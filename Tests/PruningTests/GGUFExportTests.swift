@@ -29,6 +29,11 @@ final class GGUFExportTests: XCTestCase {
         for type in GGUFExportType.allCases {
             let gguf = dir.appendingPathComponent("u-\(type.rawValue).gguf").path
             try Model.open(withTokenizer).exportGGUF(to: gguf, type: type)
+            // Large tensors a block of rows at a time: the same file.
+            XCTAssertTrue(try Model.open(withTokenizer).readsRowsAlone)
+            let blocks = dir.appendingPathComponent("b-\(type.rawValue).gguf").path
+            try Model.open(withTokenizer).exportGGUF(to: blocks, type: type, largeTensor: 40)
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: blocks)), try Data(contentsOf: URL(fileURLWithPath: gguf)))
             let file = try GGUFFile(path: gguf)
             XCTAssertEqual(file.metadata["general.architecture"]?.string, "llama")
             let ours = try logits(gguf, tokens)

@@ -84,4 +84,40 @@ final class TensorRowsTests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path))
         }
     }
+
+    /// A GGUF tensor written in parts (F32, F16, Q8_0) gives the bytes of the whole written at once; parts that fall
+    /// short, exceed it or split a Q8_0 block fail the write, and nothing is left at the path.
+    func testGGUFTensorWrittenInPartsEqualsTheWholeAndMustBeExact() throws {
+        let dir = try Fixtures.temporaryDirectory()
+        let values = (0..<(3 * 64)).map { Float($0) * 0.37 - 20 }
+        for type in [GGMLType.F32, .F16, .Q8_0] {
+            func write(_ name: String, parts: [Range<Int>]?) throws -> String {
+                let path = dir.appendingPathComponent("\(type)-\(name)").path
+                let writer = try GGUFWriter(path: path, metadata: [("general.architecture", .string("llama"))], tensors: [
+                    .init(name: "e", shape: [3, 64], type: type), .init(name: "n", shape: [4], type: .F32)])
+                if let parts {
+                    try writer.write("e") { emit in for r in parts { try emit(Array(values[r])) } }
+                } else {
+                    try writer.write("e", values)
+                }
+                try writer.write("n", [1, 2, 3, 4])
+                try writer.finish()
+                return path
+            }
+            let whole = try Data(contentsOf: URL(fileURLWithPath: try write("whole.gguf", parts: nil)))
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: try write("parts.gguf", parts: [0..<64, 64..<64, 64..<192]))),
+                           whole, "\(type)")
+            var bad = [("short.gguf", [0..<128], "parts hold 128 of its 192 values"),
+                       ("long.gguf", [0..<192, 0..<64], "a part of 64 values after 192 does not fit its 192 in blocks of \(type.blockSize)")]
+            if type == .Q8_0 {
+                bad.append(("split.gguf", [0..<16, 16..<192], "a part of 16 values after 0 does not fit its 192 in blocks of 32"))
+            }
+            for (name, parts, message) in bad {
+                XCTAssertThrowsError(try write(name, parts: parts)) {
+                    XCTAssertEqual(($0 as? TensorIOError)?.message, "GGUF writer: tensor e: \(message)")
+                }
+                XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("\(type)-\(name)").path))
+            }
+        }
+    }
 }

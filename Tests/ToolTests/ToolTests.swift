@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import LlamaModel
 import TensorIO
 import TestSupport
@@ -597,6 +598,25 @@ final class SliceToolTests: XCTestCase {
         XCTAssertEqual(long.status, 64)
         XCTAssertEqual(long.stderr.split(separator: "\n").count, 1, long.stderr)
         XCTAssertTrue(long.stderr.contains("exceed the model's context of 8192 tokens"), long.stderr)
+    }
+
+    /// A tool whose OpenBLAS fell back to its generic kernels on a CPU with AVX2 + FMA re-executes itself with the
+    /// core type the CPU's flags support; a core type the user set stands.
+    func testToolsRunTheCPUsKernels() throws {
+        let tiny = Fixtures.url("model/tiny_uniform.safetensors").path
+        func core(_ environment: [String: String]) throws -> String {
+            let r = try runTool("evaluate", ["--model", tiny, "--report", "--json", "--quiet"], environment: environment)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let json = try JSONSerialization.jsonObject(with: r.stdout) as? [String: [String: Any]]
+            return try XCTUnwrap(json?["model"]?["blas_core"] as? String)
+        }
+        XCTAssertEqual(try core(["OPENBLAS_CORETYPE": "Sandybridge"]), "Sandybridge")
+        let flags = try String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8).split(separator: "\n")
+            .first { $0.hasPrefix("flags") }.map { $0.split(separator: " ") } ?? []
+        let chosen = try core(["OPENBLAS_CORETYPE": ""])
+        if BLAS.coreType(cpuFlags: flags) != nil {
+            XCTAssertTrue(["Haswell", "Zen", "SkylakeX", "Cooperlake", "SapphireRapids"].contains(chosen), chosen)
+        }
     }
 
     /// evaluate --report: the counts of both models, measured speeds, ratios on stderr and JSON.

@@ -142,6 +142,7 @@ func elementwiseBench(_ o: Options) {
     })
 }
 
+BLAS.reexecWithTheCPUsKernels()
 let args = CommandLine.arguments
 do {
     guard args.count >= 2 else { throw UsageError("missing command") }
