@@ -7,7 +7,7 @@ import ToolSupport
 
 /// `evaluate --report [--compare DENSE]`: size, cost and speed, side by side with ratios.
 struct ReportOptions: ParsableArguments {
-    @Flag(name: .long, help: "Report parameters, file size, MACs per token, prefill and decode tokens/s and peak memory (measured here).")
+    @Flag(name: .long, help: "Report parameters, file size, MACs per token, prefill and decode tokens/s, peak memory (measured here) and the OpenBLAS kernels that ran.")
     var report = false
 
     @Option(name: .long, help: "With --report: the same for this model (e.g. the dense one, measured first in a process of its own), with ratios.")
