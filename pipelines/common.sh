@@ -4,10 +4,15 @@
 # Environment: SEQUENTIAL (1: calibrate --sequential, each layer measured on the pruned outputs of the layers
 # before it; 0: one pass on the dense model; each pipeline's default is its paper's code's), OUT (output folder,
 # default out/NAME-RATIO, out/NAME-RATIO-seq or -onepass when SEQUENTIAL differs from the pipeline's default), SEQLENS (evaluation window lengths, default "2048 128"),
-# LIMIT (evaluate only the first N windows, default all; SEQLENS=none skips perplexity), TASKS (zero-shot
+# LIMIT (evaluate only the first N windows, default all; one number for every length, or one per SEQLENS entry:
+# SEQLENS="2048 128" LIMIT="32 512"; SEQLENS=none skips perplexity), TASKS (zero-shot
 # tasks for evaluate --tasks, e.g. "all"; default none), TASK_LIMIT (the first N items of each task), THREADS, CACHE (default out/cache: calibration
 # statistics and evaluations are kept there, keyed by the contents of the model file, the data and the tool's
-# binary and by the arguments, and reused by later runs; CACHE=none turns it off).
+# binary and by the arguments, and reused by later runs; CACHE=none turns it off), RECOVER (LoRA recovery after
+# pruning, finetune --steps: batches of RECOVER_BATCH (default 16) C4 windows of RECOVER_SEQLEN tokens (default 256),
+# r 8 on all seven projections, learning rate RECOVER_LR (default 2e-3, linear to 0: the best of 1e-4, 4e-4, 1e-3
+# and 2e-3 for 30 steps in the README's "Recovery"; finetune's own default, LLM-Pruner's 1e-4, is for its two epochs
+# of Alpaca), ranks uniform or, where the pipeline says so, importance-guided; RECOVER_BUDGET=uniform|importance).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/blas-env.sh"
@@ -24,6 +29,7 @@ recover="${RECOVER:-0}"
 [[ "$recover" =~ ^[0-9]+$ ]] || { echo "RECOVER must be a number of steps" >&2; exit 64; }
 recover_budget="${RECOVER_BUDGET:-${RECOVER_BUDGET_DEFAULT:-uniform}}"
 [[ "$recover_budget" == uniform || "$recover_budget" == importance ]] || { echo "RECOVER_BUDGET must be uniform or importance" >&2; exit 64; }
+recover_lr="${RECOVER_LR:-2e-3}"
 if [[ "$recover" != 0 ]]; then
     suffix="$suffix-r$recover"
     [[ "$recover_budget" == "${RECOVER_BUDGET_DEFAULT:-uniform}" ]] || suffix="$suffix-$recover_budget"
@@ -39,8 +45,17 @@ mkdir -p "$out"
 bin="$root/.build/release"
 threads=()
 [[ -n "${THREADS:-}" ]] && threads=(--threads "$THREADS")
-limit=()
-[[ -n "${LIMIT:-}" ]] && limit=(--limit "$LIMIT")
+read -r -a limits <<< "${LIMIT:-}"
+read -r -a lengths <<< "$seqlens"
+[[ ${#limits[@]} -le 1 || ${#limits[@]} -eq ${#lengths[@]} ]] || { echo "LIMIT must be one number or one per SEQLENS entry" >&2; exit 64; }
+for n in "${limits[@]}"; do [[ "$n" =~ ^[0-9]+$ ]] || { echo "LIMIT must be a number of windows, not $n" >&2; exit 64; }; done
+limit_for() {  # T → the --limit arguments of evaluation at window length T (none: every window)
+    local i
+    [[ ${#limits[@]} -eq 0 ]] && return 0
+    [[ ${#limits[@]} -eq 1 ]] && { echo --limit "${limits[0]}"; return 0; }
+    for i in "${!lengths[@]}"; do [[ "${lengths[$i]}" == "$1" ]] && echo --limit "${limits[$i]}"; done
+    return 0
+}
 
 cache="${CACHE:-$root/out/cache}"
 [[ "$cache" == none ]] || mkdir -p "$cache"
@@ -137,7 +152,9 @@ eval_key() {  # MODEL LABEL DATA BINARY -- ARG... → the cache key of an evalua
 }
 
 evaluate_all() {  # MODEL LABEL → $out/LABEL-T.json for every T
+    local limit
     for T in $seqlens; do
+        read -r -a limit <<< "$(limit_for "$T")"
         cached "$(eval_key "$1" "$2" "$data/wikitext-2-raw/wiki.test.raw" "$bin/evaluate" -- "$T" "${limit[@]}" "${threads[@]}")" \
             "$out/$2-$T.json" sh -c '"$@" > "$0"' "$out/$2-$T.json" \
             "$bin/evaluate" --model "$1" --ppl wikitext2 --seqlen "$T" "${limit[@]}" "${threads[@]}" --json --quiet
@@ -153,7 +170,7 @@ evaluate_tasks() {  # MODEL LABEL → $out/LABEL-tasks.json
 
 summary() {
     python3 - "$out" "$seqlens" "$NAME" "$ratio" "$prune_seconds" "${reused[*]}" "$tasks" "${TASK_LIMIT:-}" "$sequential" \
-        "$prune_rss" "${labels[*]}" "$recover" "${recover_seconds:-0}" "$recover_budget" "$(cat "$out/finetune.rss" 2>/dev/null || true)" <<'PY'
+        "$prune_rss" "${labels[*]}" "$recover" "${recover_seconds:-0}" "$recover_budget" "$(cat "$out/finetune.rss" 2>/dev/null || true)" "$recover_lr" <<'PY'
 import json, sys
 out, seqlens, name, ratio, seconds = sys.argv[1], sys.argv[2].split(), sys.argv[3], sys.argv[4], float(sys.argv[5])
 stats_reused = "stats.st.zst" in sys.argv[6].split()
@@ -165,16 +182,19 @@ labels = sys.argv[11].split()
 print(f"{name} at ratio {ratio}, {procedure} (pruning wall time {seconds:.0f} s{rss}{note})")
 if "recovered" in labels:
     ft_rss = f", peak memory {int(sys.argv[15]) / 1024:.0f} MB" if sys.argv[15] else ""
-    print(f"recovered: LoRA, {sys.argv[12]} steps, {sys.argv[14]} ranks ({float(sys.argv[13]):.0f} s{ft_rss})")
+    print(f"recovered: LoRA, {sys.argv[12]} steps, {sys.argv[14]} ranks, learning rate {sys.argv[16]} "
+          f"({float(sys.argv[13]):.0f} s{ft_rss})")
 if seqlens:
     rows = []
     for label in labels:
         r = [json.load(open(f"{out}/{label}-{T}.json")) for T in seqlens]
         rows.append((label, r[0]["parameters"], [x["perplexity"] for x in r]))
-    r0 = json.load(open(f"{out}/dense-{seqlens[0]}.json"))
-    subset = "" if r0["tokens_evaluated"] >= r0["dataset_tokens"] - int(seqlens[0]) else \
-        f", first {r0['windows']} windows: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens at T={seqlens[0]}"
-    print(f"WikiText-2 perplexity{subset}")
+    subsets = []
+    for T in seqlens:
+        r0 = json.load(open(f"{out}/dense-{T}.json"))
+        if r0["tokens_evaluated"] < r0["dataset_tokens"] - int(T):
+            subsets.append(f"first {r0['windows']} windows at T={T}: {r0['tokens_evaluated']:,} of {r0['dataset_tokens']:,} tokens")
+    print("WikiText-2 perplexity" + (", " + "; ".join(subsets) if subsets else ""))
     print(f"{'model':<9} {'parameters':>12} " + " ".join(f"{'T=' + T:>10}" for T in seqlens))
     for label, params, ppl in rows:
         print(f"{label:<9} {params:>12} " + " ".join(f"{p:>10.3f}" for p in ppl))
@@ -217,7 +237,7 @@ if [[ "$recover" != 0 ]]; then
     start=$(date +%s)
     /usr/bin/time -f %M -o "$out/finetune.rss" \
         "$bin/finetune" --model "$out/pruned.st.zst" --jsonl "$calib" --steps "$recover" --batch "${RECOVER_BATCH:-16}" \
-            --micro-batch 4 --seqlen "${RECOVER_SEQLEN:-256}" --lr "${RECOVER_LR:-1e-4}" "${budget[@]}" \
+            --micro-batch 4 --seqlen "${RECOVER_SEQLEN:-256}" --lr "$recover_lr" "${budget[@]}" \
             --plot "$out/recovery.svg" "${threads[@]}" --quiet -o "$out/recovered.st.zst"
     recover_seconds=$(( $(date +%s) - start ))
     labels+=(recovered)
