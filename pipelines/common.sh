@@ -104,7 +104,10 @@ print(json.loads(json.loads(f.read(n))['__metadata__']['config'])['num_hidden_la
 
 stats_inputs=()  # files an argument of calibrate_stats names (a --widths plan): their contents enter the cache key
 calibrate_stats() {  # CALIBRATE ARGUMENTS... → $out/stats.st.zst (the model is $out/dense.st, the data $calib)
-    cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" "${stats_inputs[@]}" -- "$@" "${threads[@]}")" "$out/stats.st.zst" \
+    # the key has the run folder's path taken out of the arguments (a --widths plan there enters by its contents), so
+    # another folder's run of the same recipe — a recovery variant's — reuses the statistics
+    local key_args=("${@//"$out"/OUT}")
+    cached "stats-$(cache_key "$model" "$calib" "$bin/calibrate" "${stats_inputs[@]}" -- "${key_args[@]}" "${threads[@]}")" "$out/stats.st.zst" \
         /usr/bin/time -f %M -o "$out/calibrate.rss" \
         "$bin/calibrate" --model "$out/dense.st" --jsonl "$calib" "$@" "${threads[@]}" --quiet -o "$out/stats.st.zst"
 }
