@@ -10,4 +10,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 "$root/scripts/setup.sh"
 if [[ "${FULL:-0}" == 1 ]]; then unset LIMIT; else export LIMIT="${LIMIT:-16}"; fi
 OUT="${OUT:-$root/out/quickstart}" SEQLENS="${SEQLENS:-2048}" "$root/pipelines/flap.sh" "${1:-}" "${2:-0.2}"
-[[ -z "${LIMIT:-}" ]] || echo "(the first $LIMIT windows$([[ "$LIMIT" == *" "* ]] && echo " of the lengths ${SEQLENS:-2048}, in order" || echo " of each length"); FULL=1 pipelines/quickstart.sh for the whole WikiText-2 test set)"
+lengths="of each length"  # LIMIT may give one number per SEQLENS entry (pipelines/common.sh)
+[[ "${LIMIT:-}" == *" "* ]] && lengths="of the lengths ${SEQLENS:-2048}, in order"
+[[ -z "${LIMIT:-}" ]] || echo "(the first $LIMIT windows $lengths; FULL=1 pipelines/quickstart.sh for the whole WikiText-2 test set)"
