@@ -103,7 +103,16 @@ def front(points, x_better_small, y_better_small):
     return out
 import math
 colours = {"dense": "#000000", "flap": "#1f77b4", "wanda-sp": "#ff7f0e", "cfsp": "#2ca02c", "fasp": "#d62728",
-           "llm-pruner": "#9467bd", "hywia": "#8c564b"}
+           "llm-pruner": "#9467bd", "hywia": "#8c564b", "composed": "#e377c2"}
+def ticks(lo, hi, log):
+    """Round values inside [lo, hi] (log10 units when log): decades, or 1-2-5 steps, about four of them."""
+    if log:
+        values = [k + math.log10(m) for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)]
+        decades = [v for v in values if lo <= v <= hi and abs(v - round(v)) < 1e-9]
+        return decades if len(decades) >= 2 else [v for v in values if lo <= v <= hi]
+    raw = (hi - lo) / 4
+    step = min((m * 10 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
+    return [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
 panels = [("parameters", "parameters", True), ("prefill_tokens_per_second_2048", "prefill tokens/s (T = 2048)", False)]
 measures = [(f"perplexity T = {lengths[0]}" if lengths else None, lambda r: r["perplexity"].get(lengths[0]) if lengths else None, True, True),
             ("zero-shot average", lambda r: r["zero_shot_average"], False, False)]
@@ -116,7 +125,7 @@ for pi, (xkey, xname, x_small) in enumerate(panels):
         ox, oy = pi * W, 20 + mi * H
         pts = [(r[xkey], yval(r), r) for r in rows if r[xkey] is not None and yval(r) is not None]
         if not pts or yname is None:
-            svg.append(f'<text x="{ox + L}" y="{oy + H / 2}">{yname or "no perplexity"} against {xname}: not measured</text>')
+            svg.append(f'<text x="{ox + L}" y="{oy + H / 2}">{xname}: not measured</text>')
             continue
         xs = [p[0] for p in pts]; ys = [math.log10(p[1]) if log else p[1] for p in pts]
         x0, x1 = min(xs), max(xs); y0, y1 = min(ys), max(ys)
@@ -126,12 +135,15 @@ for pi, (xkey, xname, x_small) in enumerate(panels):
         svg.append(f'<text x="{ox + L}" y="{oy + 22}">{yname}{" (log)" if log else ""} against {xname}</text>')
         svg.append(f'<line x1="{ox + L}" y1="{oy + H - B}" x2="{ox + W - 15}" y2="{oy + H - B}" stroke="#444"/>')
         svg.append(f'<line x1="{ox + L}" y1="{oy + T_}" x2="{ox + L}" y2="{oy + H - B}" stroke="#444"/>')
-        for k in range(3):
-            xv = x0 + (x1 - x0) * (k + 0.5) / 3; yv = y0 + (y1 - y0) * (k + 0.5) / 3
-            xl = f"{xv / 1e6:.0f}M" if xkey == "parameters" else f"{xv:.0f}"
-            yl = f"{10 ** yv:.3g}" if log else f"{yv:.3f}"
+        for xv in ticks(x0, x1, False):
+            xl = f"{xv / 1e6:.0f}M" if xkey == "parameters" else f"{xv:g}"
+            svg.append(f'<line x1="{px(xv):.1f}" y1="{oy + T_}" x2="{px(xv):.1f}" y2="{oy + H - B}" stroke="#eee"/>')
             svg.append(f'<text x="{px(xv):.1f}" y="{oy + H - B + 12}" text-anchor="middle">{xl}</text>')
-            svg.append(f'<text x="{ox + L - 4}" y="{py(10 ** yv if log else yv) + 3:.1f}" text-anchor="end">{yl}</text>')
+        for yv in ticks(y0, y1, log):
+            y = 10 ** yv if log else yv
+            yl = f"{y:,.0f}" if log else f"{yv:.2f}"
+            svg.append(f'<line x1="{ox + L}" y1="{py(y):.1f}" x2="{ox + W - 15}" y2="{py(y):.1f}" stroke="#eee"/>')
+            svg.append(f'<text x="{ox + L - 4}" y="{py(y) + 3:.1f}" text-anchor="end">{yl}</text>')
         f = front(pts, x_small, y_small)
         svg.append('<polyline fill="none" stroke="#999" stroke-dasharray="3,2" points="'
                    + " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in f) + '"/>')
