@@ -105,14 +105,24 @@ import math
 colours = {"dense": "#000000", "flap": "#1f77b4", "wanda-sp": "#ff7f0e", "cfsp": "#2ca02c", "fasp": "#d62728",
            "llm-pruner": "#9467bd", "hywia": "#8c564b", "composed": "#e377c2"}
 def ticks(lo, hi, log):
-    """Round values inside [lo, hi] (log10 units when log): decades, or 1-2-5 steps, about four of them."""
+    """Round values inside [lo, hi] (log10 units when log), about four of them: decades, 1-2-5 or 1…9 steps of a
+    decade on a log axis (else round steps of the values themselves); 1-2-5 steps on a linear one."""
     if log:
-        values = [k + math.log10(m) for k in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)]
-        decades = [v for v in values if lo <= v <= hi and abs(v - round(v)) < 1e-9]
-        return decades if len(decades) >= 2 else [v for v in values if lo <= v <= hi]
+        for mantissas in ((1,), (1, 2, 5), tuple(range(1, 10))):
+            values = [k + math.log10(m) for k in range(math.floor(lo), math.ceil(hi) + 1) for m in mantissas]
+            inside = [v for v in values if lo - 1e-9 <= v <= hi + 1e-9]
+            if len(inside) >= 2:
+                return inside
+        return [math.log10(v) for v in ticks(10 ** lo, 10 ** hi, False) if v > 0]
+    if hi <= lo:
+        return [lo]
     raw = (hi - lo) / 4
     step = min((m * 10 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10)), key=lambda s: abs(s - raw))
-    return [k * step for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+    return [round(k * step, 12) for k in range(math.ceil(lo / step), math.floor(hi / step) + 1)]
+def label(values, v):
+    """v printed with as many decimals as the spacing of the ticks it belongs to needs."""
+    step = min((b - a for a, b in zip(values, values[1:])), default=abs(v) or 1)
+    return f"{v:,.{max(0, -math.floor(math.log10(step) + 1e-9))}f}"
 panels = [("parameters", "parameters", True), ("prefill_tokens_per_second_2048", "prefill tokens/s (T = 2048)", False)]
 measures = [(f"perplexity T = {lengths[0]}" if lengths else None, lambda r: r["perplexity"].get(lengths[0]) if lengths else None, True, True),
             ("zero-shot average", lambda r: r["zero_shot_average"], False, False)]
@@ -135,13 +145,14 @@ for pi, (xkey, xname, x_small) in enumerate(panels):
         svg.append(f'<text x="{ox + L}" y="{oy + 22}">{yname}{" (log)" if log else ""} against {xname}</text>')
         svg.append(f'<line x1="{ox + L}" y1="{oy + H - B}" x2="{ox + W - 15}" y2="{oy + H - B}" stroke="#444"/>')
         svg.append(f'<line x1="{ox + L}" y1="{oy + T_}" x2="{ox + L}" y2="{oy + H - B}" stroke="#444"/>')
-        for xv in ticks(x0, x1, False):
-            xl = f"{xv / 1e6:.0f}M" if xkey == "parameters" else f"{xv:g}"
+        xt = ticks(x0, x1, False)
+        for xv in xt:
+            xl = label([x / 1e6 for x in xt], xv / 1e6) + "M" if xkey == "parameters" else label(xt, xv)
             svg.append(f'<line x1="{px(xv):.1f}" y1="{oy + T_}" x2="{px(xv):.1f}" y2="{oy + H - B}" stroke="#eee"/>')
             svg.append(f'<text x="{px(xv):.1f}" y="{oy + H - B + 12}" text-anchor="middle">{xl}</text>')
-        for yv in ticks(y0, y1, log):
-            y = 10 ** yv if log else yv
-            yl = f"{y:,.0f}" if log else f"{yv:.2f}"
+        yt = [10 ** v if log else v for v in ticks(y0, y1, log)]
+        for y in yt:
+            yl = label(yt, y)
             svg.append(f'<line x1="{ox + L}" y1="{py(y):.1f}" x2="{ox + W - 15}" y2="{py(y):.1f}" stroke="#eee"/>')
             svg.append(f'<text x="{ox + L - 4}" y="{py(y) + 3:.1f}" text-anchor="end">{yl}</text>')
         f = front(pts, x_small, y_small)
