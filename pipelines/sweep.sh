@@ -146,8 +146,9 @@ for pi, (xkey, xname, x_small) in enumerate(panels):
         svg.append(f'<line x1="{ox + L}" y1="{oy + H - B}" x2="{ox + W - 15}" y2="{oy + H - B}" stroke="#444"/>')
         svg.append(f'<line x1="{ox + L}" y1="{oy + T_}" x2="{ox + L}" y2="{oy + H - B}" stroke="#444"/>')
         xt = ticks(x0, x1, False)
+        unit, suffix = (1e6, "M") if xkey == "parameters" else (1, "")
         for xv in xt:
-            xl = label([x / 1e6 for x in xt], xv / 1e6) + "M" if xkey == "parameters" else label(xt, xv)
+            xl = label([x / unit for x in xt], xv / unit) + suffix
             svg.append(f'<line x1="{px(xv):.1f}" y1="{oy + T_}" x2="{px(xv):.1f}" y2="{oy + H - B}" stroke="#eee"/>')
             svg.append(f'<text x="{px(xv):.1f}" y="{oy + H - B + 12}" text-anchor="middle">{xl}</text>')
         yt = [10 ** v if log else v for v in ticks(y0, y1, log)]
